@@ -1,0 +1,48 @@
+"""The `finsight.json` manifest that every model and export directory carries.
+
+Train writes one into `<run>/model/`; export writes one into each artifact directory.
+Loaders (evaluate, analyze, serve, Triton) read labels, max_length and validity from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from finsight import __version__
+from finsight.io import atomic_write_json, sha256_file
+
+MANIFEST = "finsight.json"
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any] | None:
+    """The manifest of ``directory``, or None for a plain HF directory without one."""
+    import json
+
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_manifest(directory: str | Path, manifest: dict[str, Any]) -> Path:
+    path = Path(directory) / MANIFEST
+    atomic_write_json(path, {"finsight_version": __version__, **manifest})
+    return path
+
+
+def file_hashes(directory: str | Path) -> dict[str, str]:
+    """sha256 of every file under ``directory`` except the manifest itself."""
+    root = Path(directory)
+    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != MANIFEST}
+
+
+def directory_sha256(directory: str | Path) -> str:
+    """One digest for a whole directory (names and contents), e.g. a source model."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, sha in file_hashes(directory).items():
+        digest.update(f"{name}\0{sha}\n".encode())
+    return digest.hexdigest()

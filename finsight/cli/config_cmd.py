@@ -1,0 +1,62 @@
+"""`finsight config show|init`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from finsight.cli._app import app, out, print_json, settings
+
+config_app = typer.Typer(help="Show or write the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+_SOURCE_STYLE = {"default": "dim", "file": "cyan", "env": "magenta", "cli": "bold green"}
+
+
+@config_app.command("show")
+def show(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print {values, sources} as JSON."),
+) -> None:
+    """Print the resolved config and where each value came from."""
+    from finsight.config import all_keys, field_info, settings_as_dict
+
+    resolved = settings(ctx)
+    values = settings_as_dict(resolved)
+    sources = resolved.sources
+    if as_json:
+        print_json({"values": values, "sources": sources})
+        return
+    table = Table(title="finsight config", show_lines=False)
+    for column in ("key", "value", "source", "description"):
+        table.add_column(column, overflow="fold")
+    for key in all_keys():
+        head, _, tail = key.partition(".")
+        value = values[head][tail] if tail else values[head]
+        style = _SOURCE_STYLE[sources[key]]
+        table.add_row(key, repr(value), f"[{style}]{sources[key]}[/]", field_info(key).description)
+    out.print(table)
+
+
+@config_app.command("init")
+def init(
+    path: Optional[Path] = typer.Argument(
+        None, help="Where to write; default: print to stdout.", dir_okay=False),
+    force: bool = typer.Option(False, "--force", "-f", help="Overwrite an existing file."),
+) -> None:
+    """Write a YAML file with every key, its default and a one-line comment."""
+    from finsight.config import default_yaml
+    from finsight.errors import ConfigError
+    from finsight.io import atomic_write_text
+
+    text = default_yaml()
+    if path is None:
+        typer.echo(text, nl=False)
+        return
+    if path.exists() and not force:
+        raise ConfigError(f"{path} exists; pass --force to overwrite it")
+    atomic_write_text(path, text)
+    out.print(f"wrote {path}")

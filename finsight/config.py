@@ -1,0 +1,386 @@
+"""One settings model for every command.
+
+Precedence, lowest to highest: defaults < YAML file (``--config`` or ``FINSIGHT_CONFIG``)
+< env ``FINSIGHT_<SECTION>__<KEY>`` < ``--set section.key=value`` < a command's own flags.
+Merges are per key. Every field carries its one-line documentation as its description;
+``configs/default.yaml`` is generated from these descriptions (``finsight config init``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from finsight.errors import ConfigError
+
+ENV_PREFIX = "FINSIGHT_"
+ENV_CONFIG_FILE = "FINSIGHT_CONFIG"
+Source = Literal["default", "file", "env", "cli"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSettings(Section):
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "phrasebank", "hf"] = Field(
+        "auto", description="input format; auto detects by suffix and content")
+    text_column: str | None = Field(
+        None, description="text column; None tries text, sentence, headline, title")
+    label_column: str | None = Field(
+        None, description="label column; None tries label, sentiment")
+    label_map: dict[str, str] = Field(
+        default_factory=dict, description="extra label mapping SRC -> negative|neutral|positive")
+    keep_columns: list[str] = Field(
+        default_factory=list, description="extra input columns (ids, metadata) kept in the splits")
+    encoding: str | None = Field(
+        None, description="text encoding of the input; None means utf-8 (latin-1 for PhraseBank)")
+    val_size: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of rows for validation")
+    test_size: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of rows for test")
+    seed: int = Field(42, description="seed of the stratified split")
+    remove_urls: bool = Field(False, description="strip URLs from texts while cleaning")
+    remove_html: bool = Field(False, description="strip HTML tags and unescape entities")
+    conflict_rule: Literal["majority", "drop"] = Field(
+        "majority", description="same text with different labels: keep the majority label, or drop")
+    split_from_files: dict[str, str] = Field(
+        default_factory=dict,
+        description="pre-split inputs, split name -> file (train, validation, test)")
+    tokenizer: str | None = Field(
+        None, description="tokenizer dir or hub id for token-length stats in the data card")
+    out: Path | None = Field(None, description="output dir; None means <workdir>/data/<input name>")
+
+    @field_validator("label_map", "split_from_files", mode="before")
+    @classmethod
+    def _string_keys(cls, value: Any) -> Any:
+        # YAML reads `0: negative` with an int key; labels are matched as strings.
+        if isinstance(value, Mapping):
+            return {str(k): str(v) for k, v in value.items()}
+        return value
+
+
+class ModelSettings(Section):
+    name_or_path: str = Field(
+        "ProsusAI/finbert", description="hub id, local HF dir, or 'tiny' (small BERT built offline)")
+    max_length: int = Field(64, ge=8, le=8192, description="max tokens per text (FinBERT trained on 64)")
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
+    tiny_hidden_size: int = Field(32, ge=8, description="hidden size of the 'tiny' model")
+    tiny_layers: int = Field(2, ge=1, description="transformer layers of the 'tiny' model")
+    tiny_vocab_size: int = Field(2000, ge=200, description="WordPiece vocab size of the 'tiny' model")
+
+
+class TrainSettings(Section):
+    learning_rate: float = Field(2e-5, gt=0, description="peak AdamW learning rate (FinBERT: 2e-5)")
+    max_epochs: int = Field(4, ge=1, description="maximum training epochs")
+    batch_size: int = Field(32, ge=1, description="training batch size per device")
+    eval_batch_size: int = Field(128, ge=1, description="validation/test batch size")
+    seed: int = Field(42, description="global seed; the same seed repeats a run")
+    warmup_ratio: float = Field(0.2, ge=0.0, lt=1.0, description="fraction of steps for linear warmup")
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay")
+    accumulate_grad_batches: int = Field(1, ge=1, description="gradient accumulation steps")
+    gradient_clip_val: float | None = Field(1.0, description="gradient norm clipping; None disables")
+    layer_lr_decay: float = Field(
+        1.0, gt=0.0, le=1.0, description="discriminative lr: each lower layer gets lr * decay")
+    gradual_unfreeze: bool = Field(
+        False, description="unfreeze one more encoder layer per epoch, top down (FinBERT recipe)")
+    class_weighted_loss: bool = Field(False, description="weight the loss by inverse class frequency")
+    group_by_length: bool = Field(True, description="batch texts of similar length to cut padding")
+    early_stopping_patience: int = Field(
+        2, ge=0, description="epochs without val macro-F1 gain before stopping; 0 disables")
+    precision: Literal["auto", "32", "32-true", "16-mixed", "bf16-mixed", "bf16-true"] = Field(
+        "auto", description="auto: bf16-mixed on GPUs that support it, else 16-mixed; 32 on CPU")
+    accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, ...")
+    devices: str = Field("auto", description="Lightning devices: auto, 1, 4, '0,1', ...")
+    strategy: str = Field("auto", description="Lightning strategy: auto, ddp, fsdp, ...")
+    num_nodes: int = Field(1, ge=1, description="Lightning nodes for multi-node training")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    run_name: str | None = Field(None, description="run name; None makes one from model and time")
+    out: Path | None = Field(None, description="output dir; None means <workdir>/runs/<run name>")
+
+
+class ExportSettings(Section):
+    format: Literal["onnx", "torchscript"] = Field("onnx", description="export format")
+    quantize: Literal["none", "int8"] = Field("none", description="dynamic int8 quantization (ONNX)")
+    optimize: bool = Field(True, description="ONNX Runtime transformer graph fusion (ONNX)")
+    fp16: bool = Field(False, description="convert the ONNX graph to fp16 (GPU targets)")
+    opset: int = Field(17, ge=11, description="ONNX opset")
+    validate_data: Path | None = Field(
+        None, description="labeled file to validate on; None: run's validation split, else samples")
+    validate_max_rows: int = Field(512, ge=16, description="rows used for validation")
+    max_abs_diff: float = Field(1e-4, ge=0.0, description="fp32/TorchScript gate: max |logit diff|")
+    max_abs_diff_fp16: float = Field(1e-2, ge=0.0, description="fp16 gate: max |logit diff|")
+    min_agreement: float = Field(1.0, ge=0.0, le=1.0, description="fp32/fp16 gate: label agreement")
+    int8_min_agreement: float = Field(0.99, ge=0.0, le=1.0, description="int8 gate: label agreement")
+    int8_max_f1_change: float = Field(0.01, ge=0.0, description="int8 gate: max |macro-F1 change|")
+    out: Path | None = Field(None, description="output dir; None means <model>/../export-<format>")
+
+
+class RegistrySettings(Section):
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; None means sqlite:///<workdir>/mlflow.db")
+    experiment: str = Field("finsight", description="MLflow experiment name")
+    model_name: str = Field("finsight-sentiment", description="registered model name")
+    enabled: bool = Field(True, description="track runs in MLflow; false skips tracking")
+
+
+class TritonSettings(Section):
+    url: str = Field("127.0.0.1:8000", description="Triton HTTP endpoint host:port")
+    model_name: str = Field("finsight", description="model name in the Triton repository")
+    repository: Path | None = Field(None, description="model repository dir; None: <workdir>/triton")
+    max_batch_size: int = Field(64, ge=1, description="max batch size in the Triton model config")
+    timeout_s: float = Field(30.0, gt=0, description="client request timeout in seconds")
+
+
+class PredictSettings(Section):
+    model: str | None = Field(
+        None, description="model ref: model/export dir, hub id, models:/name@alias; None: model.name_or_path")
+    backend: Literal["auto", "torch", "onnx", "triton"] = Field(
+        "auto", description="auto prefers a valid ONNX export on CPU and torch on GPU")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1")
+    batch_size: int = Field(64, ge=1, description="texts per inference batch")
+    num_threads: int = Field(0, ge=0, description="intra-op threads; 0 means the core count")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="torch backend dtype; auto: fp16 on GPU, fp32 on CPU")
+    force: bool = Field(False, description="load an export whose validation failed")
+    text_column: str | None = Field(None, description="text column; None tries common names")
+    id_column: str | None = Field(None, description="id column copied to the output")
+    keep_columns: list[str] = Field(default_factory=list, description="input columns copied to the output")
+    group_by: list[str] = Field(default_factory=list, description="columns to summarise sentiment by")
+    mode: Literal["sentence", "document"] = Field(
+        "sentence", description="sentence: truncate long texts; document: split and aggregate")
+    write_sentences: bool = Field(False, description="document mode: also write per-sentence rows")
+    chunk_rows: int = Field(8192, ge=1, description="rows read per streaming chunk")
+    out: Path | None = Field(None, description="output file; None means <workdir>/analyze/<input>.scored.<ext>")
+
+
+class ServeSettings(Section):
+    host: str = Field("127.0.0.1", description="address to bind")
+    port: int = Field(8000, ge=0, le=65535, description="port to bind")
+    max_batch_size: int = Field(64, ge=1, description="max texts per micro-batch")
+    max_wait_ms: float = Field(5.0, ge=0.0, description="max wait to fill a micro-batch")
+    max_texts_per_request: int = Field(1024, ge=1, description="larger requests are refused")
+
+
+class Settings(BaseSettings):
+    """The resolved configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
+        validate_assignment=True)
+
+    workdir: Path = Field(Path("finsight-work"), description="where commands write outputs by default")
+    data: DataSettings = Field(default_factory=DataSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    export: ExportSettings = Field(default_factory=ExportSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    predict: PredictSettings = Field(default_factory=PredictSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+
+    _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
+
+    @property
+    def sources(self) -> dict[str, Source]:
+        """Where each dotted key's value came from."""
+        return dict(self._sources)
+
+    def tracking_uri(self) -> str:
+        uri = self.registry.tracking_uri
+        return uri or f"sqlite:///{(self.workdir / 'mlflow.db').resolve()}"
+
+
+def section_names() -> list[str]:
+    return [name for name, f in Settings.model_fields.items() if _submodel(f.annotation)]
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def all_keys() -> list[str]:
+    """Every dotted key, in definition order."""
+    keys = []
+    for name, field in Settings.model_fields.items():
+        sub = _submodel(field.annotation)
+        keys.extend(f"{name}.{k}" for k in sub.model_fields) if sub else keys.append(name)
+    return keys
+
+
+def field_info(dotted: str):
+    head, _, tail = dotted.partition(".")
+    field = Settings.model_fields[head]
+    return _submodel(field.annotation).model_fields[tail] if tail else field
+
+
+# ---------------------------------------------------------------- layers
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if dotted in Settings.model_fields and isinstance(value, Mapping) and _submodel(
+                Settings.model_fields[dotted].annotation):
+            flat.update(_flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        head, _, tail = dotted.partition(".")
+        if tail:
+            tree.setdefault(head, {})[tail] = value
+        else:
+            tree[head] = value
+    return tree
+
+
+def _check_keys(flat: Mapping[str, Any], origin: Mapping[str, str]) -> None:
+    known = all_keys()
+    for key in flat:
+        if key in known:
+            continue
+        if key in section_names():
+            raise ConfigError(f"config key '{key}' ({origin[key]}) is a section; "
+                              f"set one of its keys as '{key}.<key>'")
+        hint = difflib.get_close_matches(key, known, n=2, cutoff=0.75)
+        suggestion = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else \
+            "; run 'finsight config show' to list valid keys"
+        raise ConfigError(f"unknown config key '{key}' ({origin[key]}){suggestion}")
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML config file into flat dotted keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass an existing YAML file to --config")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path}{where} is not valid YAML: "
+                          f"{getattr(exc, 'problem', exc)}") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, "
+                          f"got {type(tree).__name__}")
+    return _flatten(tree)
+
+
+def read_env() -> dict[str, Any]:
+    """Read FINSIGHT_<SECTION>__<KEY> variables into flat dotted keys."""
+    names = [name for name in os.environ
+             if name.upper().startswith(ENV_PREFIX) and name.upper() != ENV_CONFIG_FILE]
+    _check_keys({_env_to_key(n): None for n in names}, {_env_to_key(n): f"from env {n}" for n in names})
+    # pydantic-settings decodes the values (JSON for lists and dicts, plain strings otherwise).
+    return _flatten(EnvSettingsSource(Settings, case_sensitive=False)())
+
+
+def _env_to_key(name: str) -> str:
+    return name[len(ENV_PREFIX):].lower().replace("__", ".")
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """Parse ``section.key=value`` strings; values are YAML scalars, never evaluated."""
+    flat: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set '{item}' is not of the form section.key=value")
+        try:
+            flat[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            flat[key] = raw
+    return flat
+
+
+def load_settings(
+    config_file: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Resolve the settings from every layer and remember where each value came from.
+
+    ``flags`` are a command's own options as dotted keys; ``None`` values are "not given".
+    """
+    config_file = config_file or os.environ.get(ENV_CONFIG_FILE) or None
+    layers: list[tuple[Source, dict[str, Any], dict[str, str]]] = []
+    if config_file:
+        file_flat = read_config_file(config_file)
+        layers.append(("file", file_flat, {k: f"in {config_file}" for k in file_flat}))
+    env_flat = read_env()
+    layers.append(("env", env_flat,
+                   {k: f"from env {ENV_PREFIX}{k.upper().replace('.', '__')}" for k in env_flat}))
+    set_flat = parse_overrides(overrides)
+    layers.append(("cli", set_flat, {k: f"from --set {k}=..." for k in set_flat}))
+    flag_flat = {k: v for k, v in (flags or {}).items() if v is not None}
+    layers.append(("cli", flag_flat, {k: "from a command flag" for k in flag_flat}))
+
+    merged: dict[str, Any] = {}
+    sources: dict[str, Source] = {key: "default" for key in all_keys()}
+    origin: dict[str, str] = {}
+    for source, flat, where in layers:
+        _check_keys(flat, where)
+        merged.update(flat)
+        origin.update(where)
+        sources.update({key: source for key in flat})
+    try:
+        settings = Settings.model_validate(_unflatten(merged))
+    except ValidationError as exc:
+        raise _config_error(exc, origin) from None
+    settings._sources = sources
+    return settings
+
+
+def _config_error(exc: ValidationError, origin: Mapping[str, str]) -> ConfigError:
+    err = exc.errors()[0]
+    dotted = ".".join(str(p) for p in err["loc"][:2])
+    where = origin.get(dotted, "")
+    value = err.get("input")
+    shown = f" got {value!r}" if not isinstance(value, dict) else ""
+    return ConfigError(f"config key '{dotted}' {where}: {err['msg'].lower()};{shown}".rstrip(";"))
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def settings_as_dict(settings: Settings) -> dict[str, Any]:
+    return settings.model_dump(mode="json")
+
+
+def default_yaml() -> str:
+    """configs/default.yaml: every key with its default and its one-line description."""
+    defaults = Settings.model_construct().model_dump(mode="json") | {
+        name: _submodel(f.annotation)().model_dump(mode="json")
+        for name, f in Settings.model_fields.items() if _submodel(f.annotation)}
+    lines = ["# finsight default configuration: every key, its default and what it does.",
+             "# Generated by `finsight config init`; tests fail when it drifts from finsight/config.py.",
+             "# Precedence: defaults < this file (--config / FINSIGHT_CONFIG) < FINSIGHT_<SECTION>__<KEY>",
+             "# < --set section.key=value < command flags.", ""]
+    for name, field in Settings.model_fields.items():
+        sub = _submodel(field.annotation)
+        if not sub:
+            lines.append(f"{name}: {_yaml_scalar(defaults[name])}  # {field.description}")
+            continue
+        lines.append(f"\n{name}:")
+        for key, sub_field in sub.model_fields.items():
+            lines.append(f"  {key}: {_yaml_scalar(defaults[name][key])}  # {sub_field.description}")
+    return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
+
+
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()

@@ -1,0 +1,1 @@
+"""Fine-tuning (Lightning) and evaluation."""
