@@ -41,16 +41,19 @@ class DataSettings(Section):
         default_factory=list, description="extra input columns (ids, metadata) kept in the splits")
     encoding: str | None = Field(
         None, description="text encoding of the input; None means utf-8 (latin-1 for PhraseBank)")
-    val_size: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of rows for validation")
-    test_size: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of rows for test")
+    val_size: float = Field(
+        0.1, ge=0.0, lt=1.0, description="fraction of rows for validation; 0 writes an empty split")
+    test_size: float = Field(
+        0.1, ge=0.0, lt=1.0, description="fraction of rows for test; 0 writes an empty split")
     seed: int = Field(42, description="seed of the stratified split")
     remove_urls: bool = Field(False, description="strip URLs from texts while cleaning")
     remove_html: bool = Field(False, description="strip HTML tags and unescape entities")
     conflict_rule: Literal["majority", "drop"] = Field(
-        "majority", description="same text with different labels: keep the majority label, or drop")
+        "majority",
+        description="same text with different labels: keep the majority label (a tie drops it), or drop")
     split_from_files: dict[str, str] = Field(
         default_factory=dict,
-        description="pre-split inputs, split name -> file (train, validation, test)")
+        description="pre-split inputs, split -> file; needs train, a missing validation/test is cut from train")
     tokenizer: str | None = Field(
         None, description="tokenizer dir or hub id for token-length stats in the data card")
     out: Path | None = Field(None, description="output dir; None means <workdir>/data/<input name>")
@@ -87,7 +90,7 @@ class TrainSettings(Section):
     layer_lr_decay: float = Field(
         1.0, gt=0.0, le=1.0, description="discriminative lr: each lower layer gets lr * decay")
     gradual_unfreeze: bool = Field(
-        False, description="unfreeze one more encoder layer per epoch, top down (FinBERT recipe)")
+        False, description="start with the head; thaw one more layer every third of an epoch (FinBERT)")
     class_weighted_loss: bool = Field(False, description="weight the loss by inverse class frequency")
     group_by_length: bool = Field(True, description="batch texts of similar length to cut padding")
     early_stopping_patience: int = Field(
@@ -102,6 +105,12 @@ class TrainSettings(Section):
     run_name: str | None = Field(None, description="run name; None makes one from model and time")
     out: Path | None = Field(None, description="output dir; None means <workdir>/runs/<run name>")
 
+    @field_validator("precision", "accelerator", "devices", "strategy", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        # YAML and --set read `precision: 32` or `devices=2` as numbers; Lightning takes text.
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
 
 class ExportSettings(Section):
     format: Literal["onnx", "torchscript"] = Field("onnx", description="export format")
@@ -109,6 +118,8 @@ class ExportSettings(Section):
     optimize: bool = Field(True, description="ONNX Runtime transformer graph fusion (ONNX)")
     fp16: bool = Field(False, description="convert the ONNX graph to fp16 (GPU targets)")
     opset: int = Field(17, ge=11, description="ONNX opset")
+    onnx_exporter: Literal["torchscript", "dynamo"] = Field(
+        "torchscript", description="torch.onnx exporter: torchscript (legacy; fuses fully in ORT) or dynamo")
     validate_data: Path | None = Field(
         None, description="labeled file to validate on; None: run's validation split, else samples")
     validate_max_rows: int = Field(512, ge=16, description="rows used for validation")
@@ -117,6 +128,9 @@ class ExportSettings(Section):
     min_agreement: float = Field(1.0, ge=0.0, le=1.0, description="fp32/fp16 gate: label agreement")
     int8_min_agreement: float = Field(0.99, ge=0.0, le=1.0, description="int8 gate: label agreement")
     int8_max_f1_change: float = Field(0.01, ge=0.0, description="int8 gate: max |macro-F1 change|")
+    int8_per_channel: bool = Field(True, description="int8: one weight scale per output channel")
+    int8_reduce_range: bool | None = Field(
+        None, description="int8: 7-bit weights; None: on when this CPU lacks VNNI (u8s8 saturation)")
     out: Path | None = Field(None, description="output dir; None means <model>/../export-<format>")
 
 
@@ -139,10 +153,11 @@ class TritonSettings(Section):
 class PredictSettings(Section):
     model: str | None = Field(
         None, description="model ref: model/export dir, hub id, models:/name@alias; None: model.name_or_path")
-    backend: Literal["auto", "torch", "onnx", "triton"] = Field(
-        "auto", description="auto prefers a valid ONNX export on CPU and torch on GPU")
+    backend: Literal["auto", "torch", "onnx", "torchscript", "triton"] = Field(
+        "auto", description="auto: an export dir's own format; for a model dir a valid ONNX export beside it on CPU, else torch")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1")
-    batch_size: int = Field(64, ge=1, description="texts per inference batch")
+    batch_size: int | None = Field(
+        None, ge=1, description="texts per inference batch; None: 64 on CPU, 1024 on GPU")
     num_threads: int = Field(0, ge=0, description="intra-op threads; 0 means the core count")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="torch backend dtype; auto: fp16 on GPU, fp32 on CPU")
@@ -155,6 +170,7 @@ class PredictSettings(Section):
         "sentence", description="sentence: truncate long texts; document: split and aggregate")
     write_sentences: bool = Field(False, description="document mode: also write per-sentence rows")
     chunk_rows: int = Field(8192, ge=1, description="rows read per streaming chunk")
+    encoding: str | None = Field(None, description="text encoding of the inputs; None: data.encoding, else utf-8")
     out: Path | None = Field(None, description="output file; None means <workdir>/analyze/<input>.scored.<ext>")
 
 

@@ -9,9 +9,11 @@ failed run never leaves a half-written file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,6 +42,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    _usual_mode(tmp_path, 0o666)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -66,6 +69,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _usual_mode(tmp, 0o777)
     try:
         yield tmp
         if not path.exists():
@@ -79,6 +83,20 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
                 os.replace(item, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _usual_mode(path: Path, mode: int) -> None:
+    # mkstemp/mkdtemp make owner-only temp files; the final output should get the
+    # permissions a plain open()/mkdir() would give under the user's umask.
+    os.chmod(path, mode & ~_umask())
+
+
+@functools.cache
+def _umask() -> int:
+    # Read once: os.umask can only be read by setting it, which races with other threads.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -114,8 +132,11 @@ def detect_format(path: str | os.PathLike, declared: str = "auto") -> str:
 
 
 def _looks_like_hub_id(name: str) -> bool:
+    """``owner/name`` with no file suffix: a missing ``data/train.csv`` is a missing file."""
     parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.startswith((".", "/")) and "." not in parts[1][:1]
+    suffix = Path(name).suffix.lower()
+    return (len(parts) == 2 and all(parts) and not name.startswith((".", "/", "~"))
+            and suffix not in _SUFFIXES and suffix not in (".txt", ".gz", ".zip", ".bz2", ".xz"))
 
 
 def _sniff(path: Path) -> str:
@@ -124,17 +145,26 @@ def _sniff(path: Path) -> str:
     if not head.strip():
         raise DataError(f"input file {path} is empty")
     text = head.decode("latin-1")
+    lines = [ln for ln in text.splitlines()[:50] if ln.strip()]
     first = text.lstrip()[:1]
     if first == "[":
         return "json"
     if first == "{":
-        return "jsonl"
-    lines = [ln for ln in text.splitlines()[:50] if ln.strip()]
-    if lines and all("@" in ln for ln in lines[:-1] or lines):
+        try:
+            json.loads(lines[0])
+            return "jsonl"
+        except ValueError:
+            return "json"  # one object spread over lines, e.g. {"data": [...]}
+    sample = lines[:-1] or lines  # the last sampled line may be cut off
+    if all(_PHRASEBANK_LINE.match(ln) for ln in sample):
         return "phrasebank"
     if "\t" in lines[0]:
         return "tsv"
     return "csv"
+
+
+# `sentence@label`: the part after the last @ is one short word, never a CSV/TSV field list.
+_PHRASEBANK_LINE = re.compile(r"^.*@[ \t]*[\w+-]{1,30}[ \t]*$")
 
 
 # ---------------------------------------------------------------- readers
@@ -155,8 +185,10 @@ def iter_chunks(
     """
     fmt = detect_format(path, format)
     path = Path(path)
-    if fmt != "hf" and path.is_file() and path.stat().st_size == 0:
-        raise DataError(f"input file {path} is empty")
+    if fmt != "hf":
+        _check_file(path)
+    if encoding is not None:
+        _check_encoding(encoding)
     reader = _READERS[fmt]
     produced = False
     try:
@@ -164,14 +196,71 @@ def iter_chunks(
             if len(chunk):
                 produced = True
                 yield chunk
-    except UnicodeDecodeError as exc:
-        enc = encoding or "utf-8"
-        raise DataError(
-            f"{path} is not valid {enc} (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-            "it is probably latin-1/cp1252: pass --set data.encoding=latin-1 "
-            "(or predict.encoding for analyze), or re-save the file as UTF-8") from None
+    except UnicodeDecodeError:
+        raise DataError(_decode_message(path, encoding or _DEFAULT_ENCODING.get(fmt, "utf-8"))) from None
     if not produced:
         raise DataError(f"input file {path} has no data rows")
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"input file {path} not found")
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; pass a file (or --format hf for a saved dataset)")
+    if path.stat().st_size == 0:
+        raise DataError(f"input file {path} is empty")
+
+
+def _check_encoding(encoding: str) -> None:
+    import codecs
+
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise DataError(f"unknown text encoding '{encoding}' (--encoding / data.encoding); "
+                        "use e.g. utf-8, latin-1, cp1252, utf-16") from None
+
+
+_DEFAULT_ENCODING = {"phrasebank": "latin-1"}
+
+
+def _decode_message(path: Path, encoding: str) -> str:
+    """Where the first undecodable byte is (line and byte offset in the file) and the fix."""
+    import codecs
+
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return (f"{path} is UTF-16 (it starts with a UTF-16 byte-order mark), not {encoding}; "
+                "pass --encoding utf-16 or re-save the file as UTF-8")
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset, line = 0, 1
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 16), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                # The decoder may hold back up to 3 bytes of an unfinished sequence.
+                bad = max(0, exc.start - len(exc.object) + len(block))
+                where = offset + bad
+                line += block[:bad].count(b"\n")
+                return (f"{path} is not valid {encoding}: byte 0x{exc.object[exc.start]:02x} on "
+                        f"line {line} (file offset {where}); {_encoding_hint(path)}")
+            offset += len(block)
+            line += block.count(b"\n")
+    return (f"{path} is not valid {encoding}; pass the right --encoding (e.g. latin-1) "
+            "or re-save the file as UTF-8")
+
+
+def _encoding_hint(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for _ in iter(lambda: fh.read(1 << 20), ""):
+                pass
+        return "it is valid UTF-8: pass --encoding utf-8 (config key data.encoding)"
+    except UnicodeDecodeError:
+        return ("it looks like latin-1/cp1252 text: pass --encoding latin-1 (config key "
+                "data.encoding) or re-save the file as UTF-8")
 
 
 def read_table(path: str | os.PathLike, **kwargs: Any) -> "pd.DataFrame":
@@ -228,7 +317,7 @@ def _read_delimited(sep: str):
         usecols = (lambda c: c in set(columns)) if columns else None
         try:
             reader = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
-                                 chunksize=chunk_rows, encoding=encoding or "utf-8",
+                                 chunksize=chunk_rows, encoding=encoding or "utf-8-sig",
                                  usecols=usecols, on_bad_lines="error")
             start = 2  # line 1 is the header
             for chunk in reader:
@@ -248,7 +337,7 @@ def _read_jsonl(path: Path, *, columns, chunk_rows, encoding) -> Iterator["pd.Da
 
     records: list[dict] = []
     lines: list[int] = []
-    with open(path, encoding=encoding or "utf-8") as fh:
+    with open(path, encoding=encoding or "utf-8-sig") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -273,11 +362,13 @@ def _read_json(path: Path, *, columns, chunk_rows, encoding) -> Iterator["pd.Dat
     import pandas as pd
 
     try:
-        with open(path, encoding=encoding or "utf-8") as fh:
+        with open(path, encoding=encoding or "utf-8-sig") as fh:
             data = json.load(fh)
     except json.JSONDecodeError as exc:
+        lines_hint = ("; one object per line is JSON Lines: pass --format jsonl"
+                      if exc.msg == "Extra data" else "")
         raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, "
-                        f"column {exc.colno})") from None
+                        f"column {exc.colno}){lines_hint}") from None
     if isinstance(data, dict):  # {"data": [...]} style wrappers
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -338,7 +429,8 @@ def _read_phrasebank(path: Path, *, columns, chunk_rows, encoding) -> Iterator["
 def _read_hf(path: Path, *, columns, chunk_rows, encoding) -> Iterator["pd.DataFrame"]:
     """A saved dataset (``load_from_disk``) or, when online, a hub dataset name.
 
-    A DatasetDict yields every split with a ``split`` column naming it.
+    A DatasetDict yields every split with a ``split`` column naming it. ``ClassLabel``
+    columns come back as their names (the dataset declares them, so nothing is guessed).
     """
     import datasets
 
@@ -350,22 +442,37 @@ def _read_hf(path: Path, *, columns, chunk_rows, encoding) -> Iterator["pd.DataF
     except FileNotFoundError as exc:
         raise DataError(f"{path}: cannot load the Hugging Face dataset ({exc})") from None
     except (ConnectionError, OSError) as exc:
-        raise DataError(f"{path}: dataset not on disk and the Hugging Face Hub is unreachable "
-                        f"({type(exc).__name__}); save it with `dataset.save_to_disk(DIR)` and "
-                        "pass DIR") from None
+        raise DataError(f"{path}: not a file or saved dataset here, and the Hugging Face Hub is "
+                        f"unreachable ({type(exc).__name__}); check the path, or save the dataset "
+                        "with `dataset.save_to_disk(DIR)` where the Hub is reachable and pass "
+                        "DIR") from None
     splits = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [(None, loaded)]
     row = 1
     for split, dataset in splits:
         names = [c for c in columns if c in dataset.column_names] if columns else None
         if names:
             dataset = dataset.select_columns(names)
-        for start in range(0, len(dataset), chunk_rows):
-            frame = dataset.select(range(start, min(start + chunk_rows, len(dataset)))).to_pandas()
+        class_labels = {name: feature.names for name, feature in dataset.features.items()
+                        if isinstance(feature, datasets.ClassLabel)}
+        for frame in dataset.to_pandas(batched=True, batch_size=chunk_rows):
+            for name, label_names in class_labels.items():
+                frame[name] = _class_names(frame[name], label_names)
             if split is not None:
                 frame["split"] = split
             frame[LINE] = range(row, row + len(frame))
             row += len(frame)
             yield frame
+
+
+def _class_names(codes: "pd.Series", names: Sequence[str]) -> "pd.Series":
+    import numpy as np
+    import pandas as pd
+
+    values = codes.to_numpy()
+    valid = (values >= 0) & (values < len(names))  # -1 marks "no label" (e.g. hidden test labels)
+    out = np.full(len(values), None, dtype=object)
+    out[valid] = np.asarray(names, dtype=object)[values[valid]]
+    return pd.Series(out, index=codes.index, dtype=object)
 
 
 _READERS = {"csv": _read_delimited(","), "tsv": _read_delimited("\t"), "jsonl": _read_jsonl,
@@ -398,6 +505,7 @@ class TableWriter:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
         self._tmp = Path(tmp)
+        _usual_mode(self._tmp, 0o666)
         self._parquet = None
         self.rows = 0
 

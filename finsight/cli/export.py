@@ -1,0 +1,101 @@
+"""`finsight export MODEL`: ONNX / TorchScript artifacts, each validated against PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from finsight.cli._app import app, err, out, print_json, settings
+
+_TITLE = {"onnx": "ONNX", "torchscript": "TorchScript"}
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="Trained model dir (e.g. <run>/model) or hub id."),
+    fmt: Optional[Literal["onnx", "torchscript"]] = typer.Option(
+        None, "--format", help="Artifact format (export.format)."),
+    quantize: Optional[Literal["none", "int8"]] = typer.Option(
+        None, "--quantize", help="Dynamic int8 quantization, ONNX only (export.quantize)."),
+    optimize: Optional[bool] = typer.Option(
+        None, "--optimize/--no-optimize", help="ONNX Runtime attention/LayerNorm/GELU fusion (export.optimize)."),
+    fp16: Optional[bool] = typer.Option(
+        None, "--fp16/--no-fp16", help="Convert the ONNX graph to fp16 for GPUs (export.fp16)."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (export.opset)."),
+    validate_data: Optional[Path] = typer.Option(
+        None, "--validate-data", help="Text file (optional label column) or prep dir to validate on "
+        "[export.validate_data]; default: the run's validation split, else bundled samples."),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="Artifact dir (export.out); default <model>/../export-<format>[-int8]."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest (with the validation report) as JSON."),
+) -> None:
+    """Export a model to ONNX (optimised, fp16, int8) or TorchScript; validate it on real text.
+
+    A failed validation gate prints the report, marks the artifact invalid and exits 1.
+    """
+    from finsight.export import export_model
+
+    flags = {"export.format": fmt, "export.quantize": quantize, "export.optimize": optimize,
+             "export.fp16": fp16, "export.opset": opset, "export.validate_data": validate_data,
+             "export.out": out_dir}
+    resolved = settings(ctx, flags)
+
+    def report(manifest: dict[str, Any]) -> None:
+        if as_json:
+            print_json(manifest)
+        else:
+            render(manifest, out if manifest["valid"] else err)
+
+    export_model(model, resolved, on_step=lambda step: err.print(f"[dim]{step}...[/]"), on_report=report)
+
+
+def render(manifest: dict[str, Any], console: Console) -> None:
+    """The summary table (one block per output), the gates, and where the artifact is."""
+    report = manifest["validation"]
+    data = report["data"]
+    status = "[bold green]valid[/]" if manifest["valid"] else "[bold red]INVALID[/]"
+    table = Table(title=f"finsight export: {_TITLE[manifest['format']]} {manifest['precision']}, {status}",
+                  show_header=False, title_justify="left")
+    table.add_column("figure", style="bold")
+    table.add_column("value", overflow="fold")
+    fused = ", ".join(f"{name} x{n}" for name, n in (manifest.get("fusions") or {}).items())
+    table.add_row("format", f"{_TITLE[manifest['format']]} {manifest['precision']}"
+                  + (f", opset {manifest['opset']}" if manifest.get("opset") else "")
+                  + (f", fused {fused}" if fused else ""))
+    table.add_row("size", f"{manifest['size_mb']:.1f} MB")
+    table.add_row("validated on", f"{data['rows']} rows ({data['kind']}), batch sizes "
+                  + ", ".join(str(b) for b in report["batch_sizes"]))
+    for output in report["outputs"]:
+        by_size = ", ".join(f"batch {size}: {fig['max_abs_diff']:.2e}"
+                            for size, fig in output["by_batch_size"].items() if fig.get("rows"))
+        table.add_row(f"{output['name']} max |diff|", f"{output['max_abs_diff']:.2e} ({by_size})")
+        table.add_row("label agreement", f"{output['agreement']:.2%} "
+                      f"({output['disagreements']} of {output['rows']} differ)")
+        table.add_row("macro-F1 torch -> export", _f1(output))
+        worst = output["worst_row"]
+        table.add_row("largest diff", f"{worst['abs_diff']:.2e} on row {worst['row']}: {worst['text']!r}")
+    table.add_row("time", f"{manifest['seconds']:.1f} s")
+    console.print(table)
+    gates = Table(title="validation gates", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("gate", "value", "limit", "result", "config key"):
+        gates.add_column(column, overflow="fold")
+    for gate in report["gates"]:
+        verdict = {True: "[green]pass[/]", False: "[bold red]FAIL[/]", None: "[dim]skipped[/]"}[gate["passed"]]
+        value = "n/a" if gate["value"] is None else f"{gate['value']:.4g}"
+        gates.add_row(gate["name"], value, f"{gate['rule']} {gate['limit']:g}",
+                      verdict + (f" ({gate['note']})" if gate.get("note") else ""), f"[dim]{gate['key']}[/]")
+    console.print(gates)
+    console.print(f"wrote {manifest['path']} [dim](validated on {data['source']})[/]")
+
+
+def _f1(output: dict[str, Any]) -> str:
+    if output.get("macro_f1_reference") is None:
+        return "n/a (no labels in the validation data)"
+    return (f"{output['macro_f1_reference']:.4f} -> {output['macro_f1_export']:.4f} "
+            f"({output['macro_f1_change']:+.4f})")

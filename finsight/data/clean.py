@@ -1,0 +1,51 @@
+"""Text cleaning and the normalised key that duplicate detection compares."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from finsight.config import DataSettings
+
+_URL = r"(?:https?://|ftp://|www\.)\S+"
+_HTML_TAG = r"<[^<>]{1,500}>"
+# Zero-width and byte-order marks survive NFKC and would make equal texts look different.
+_INVISIBLE = "[\u200b-\u200f\u2060\ufeff]"
+
+
+def clean_texts(texts: "pd.Series", data: "DataSettings") -> "pd.Series":
+    """NFKC, optional HTML/URL removal, whitespace collapsed; missing texts become ''."""
+    import pandas as pd
+
+    text = pd.Series(texts.array, index=texts.index, dtype=object)
+    text = text.where(text.notna(), "").astype(str)
+    if data.remove_html:
+        text = _strip_html(text)
+    text = text.str.normalize("NFKC").str.replace(_INVISIBLE, "", regex=True)
+    if data.remove_urls:
+        text = text.str.replace(_URL, " ", regex=True)
+    return text.str.replace(r"\s+", " ", regex=True).str.strip()
+
+
+def _strip_html(text: "pd.Series") -> "pd.Series":
+    import html
+
+    text = text.str.replace(_HTML_TAG, " ", regex=True)
+    has_entity = text.str.contains("&", regex=False)
+    if has_entity.any():
+        text = text.copy()
+        text[has_entity] = text[has_entity].map(html.unescape)
+    return text
+
+
+def normalized_key(texts: "pd.Series") -> "pd.Series":
+    """Case-, space- and punctuation-insensitive form of each (cleaned) text.
+
+    A text made only of punctuation keeps its case-folded self as key, so '!!!' and '???'
+    are not merged.
+    """
+    folded = texts.str.casefold()
+    key = folded.str.replace(r"[\W_]+", "", regex=True)
+    return key.where(key != "", folded)

@@ -1,0 +1,139 @@
+"""`finsight export`: ONNX (optimised, fp16, int8) and TorchScript artifacts, validated before they count.
+
+Every artifact directory holds the model file, the tokenizer files, ``config.json`` (labels)
+and a ``finsight.json`` manifest (see finsight/artifacts.py) with the validation report. An
+export whose validation fails is still written, marked ``valid: false``, and
+:func:`export_model` raises :class:`~finsight.errors.ExportValidationError`; loaders refuse it
+(:func:`check_valid`) unless forced.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from finsight.artifacts import MANIFEST, file_hashes, read_manifest, write_manifest
+from finsight.errors import ConfigError, ExportValidationError, ModelError
+from finsight.export.onnx import OnnxExporter
+from finsight.export.torchscript import TorchScriptExporter
+
+__all__ = ["FORMATS", "check_valid", "default_out_dir", "export_model"]
+
+# The one table of formats: each knows its precision rules, how to build its file and how
+# to run it back for validation.
+FORMATS = {"onnx": OnnxExporter, "torchscript": TorchScriptExporter}
+_TITLE = {"onnx": "ONNX", "torchscript": "TorchScript"}
+
+
+def export_model(
+    model: str | Path,
+    settings,
+    *,
+    on_step: Callable[[str], None] | None = None,
+    on_report: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Export ``model`` (a model dir or hub id) as ``settings.export`` says; return the manifest.
+
+    ``on_report`` sees the manifest (with its validation report) once it is on disk, pass or
+    fail; a failed gate then raises ExportValidationError naming the gate and the artifact.
+    """
+    from finsight.export.source import load_source
+    from finsight.export.validate import compare, failed_gates, validation_set
+    from finsight.io import atomic_dir
+
+    cfg = settings.export
+    exporter = FORMATS[cfg.format]()
+    precision = exporter.precision(cfg)  # refuses bad option combinations before any work
+    step = on_step or (lambda message: None)
+    started = time.perf_counter()
+    step(f"loading {model}")
+    source = load_source(model, settings)
+    out = Path(cfg.out) if cfg.out is not None else default_out_dir(source, settings, cfg.format, precision)
+    _check_target(out)
+    data = validation_set(source, settings)  # bad validation data fails before the export
+    with atomic_dir(out) as tmp:
+        fields = exporter.build(source, tmp, cfg, step=step)
+        source.tokenizer.save_pretrained(tmp)
+        source.model.config.save_pretrained(tmp)
+        step(f"validating against PyTorch on {len(data.texts)} rows ({data.kind})")
+        run, provider = exporter.runner(tmp / exporter.model_file, precision)
+        report = compare(source, run, data, precision=precision, provider=provider, cfg=cfg)
+        write_manifest(tmp, _manifest(source, exporter, precision, fields, report, tmp, started))
+    manifest = read_manifest(out) | {"path": str(out.resolve())}
+    _remove_stale(out, manifest)
+    if on_report is not None:
+        on_report(manifest)
+    if not report["passed"]:
+        title = f"{_TITLE[cfg.format]} {precision}"
+        raise ExportValidationError(
+            f"{title} export failed validation: {'; '.join(failed_gates(report))}; the artifact at "
+            f"{out} is marked invalid (see {out / MANIFEST})", report)
+    return manifest
+
+
+def default_out_dir(source, settings, fmt: str, precision: str) -> Path:
+    """``<model dir>/../export-<format>[-fp16|-int8]``; for a hub id, under ``<workdir>/exports``."""
+    suffix = "" if precision == "fp32" else f"-{precision}"
+    if source.path is not None:
+        return source.path.parent / f"export-{fmt}{suffix}"
+    return Path(settings.workdir) / "exports" / f"{source.name}-{fmt}{suffix}"
+
+
+def check_valid(manifest: dict[str, Any], *, force: bool = False, where: str | Path = "") -> None:
+    """For loaders: refuse an export whose validation failed, unless ``force``."""
+    if manifest.get("kind") != "export" or manifest.get("valid") or force:
+        return
+    from finsight.export.validate import failed_gates
+
+    report = manifest.get("validation") or {}
+    reason = "; ".join(failed_gates(report)) if report.get("gates") else "no validation report"
+    raise ModelError(f"export {where or manifest.get('path', '')} failed validation ({reason}); "
+                     "re-export it, or pass --set predict.force=true to use it anyway")
+
+
+def _manifest(source, exporter, precision: str, fields: dict[str, Any], report: dict[str, Any],
+              directory: Path, started: float) -> dict[str, Any]:
+    model_file = directory / exporter.model_file
+    num_labels = len(source.labels)
+    return {
+        "kind": "export",
+        "format": exporter.format,
+        "precision": precision,
+        "model_file": exporter.model_file,
+        **fields,
+        "inputs": [{"name": name, "dtype": "int64", "shape": ["batch", "sequence"]}
+                   for name in source.input_names],
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", num_labels]}],
+        "labels": source.labels,
+        "max_length": source.max_length,
+        "source_model": str(source.path) if source.path is not None else source.ref,
+        "source_sha256": source.sha256,
+        "files": file_hashes(directory),
+        "size_mb": round(model_file.stat().st_size / 2**20, 3),
+        "valid": bool(report["passed"]),
+        "validation": report,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _check_target(out: Path) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"export output {out} is a file; pass a directory to --out (export.out)")
+    manifest = read_manifest(out) or {}
+    if any(out.iterdir()) and manifest.get("kind") != "export":
+        raise ConfigError(f"export output {out} exists and is not a finsight export dir; pass "
+                          "another --out (export.out) or remove it")
+
+
+def _remove_stale(out: Path, manifest: dict[str, Any]) -> None:
+    """Re-exporting into an old export dir: drop files the new export did not write."""
+    keep = set(manifest["files"]) | {MANIFEST}
+    for path in sorted(out.rglob("*"), reverse=True):
+        name = str(path.relative_to(out))
+        if path.is_file() and name not in keep:
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()

@@ -1,0 +1,126 @@
+"""The model being exported: loaded once, wrapped the way every exported graph sees it."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from finsight.artifacts import directory_sha256, read_manifest
+from finsight.errors import ModelError
+
+# The graph's inputs, in the positional order a traced module takes them.
+INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT = "logits"
+
+
+@dataclass
+class Source:
+    """A sequence classifier in eval mode, fp32 on CPU, with what an export needs to know."""
+
+    ref: str
+    path: Path | None  # None for a hub id
+    model: Any
+    tokenizer: Any
+    labels: list[str]
+    max_length: int
+    input_names: list[str]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str | None:
+        return directory_sha256(self.path) if self.path is not None else None
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path is not None else self.ref.rsplit("/", 1)[-1]
+
+    def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """int64 arrays padded to the longest text in ``texts`` (dynamic padding)."""
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="np")
+        return {name: np.ascontiguousarray(enc[name], dtype=np.int64) for name in self.input_names}
+
+    def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """The reference: the plain PyTorch model, called the way users call it."""
+        import torch
+
+        self.model.eval()  # exporters and tracers may switch it to training mode (dropout)
+        with torch.inference_mode():
+            out = self.model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+        return out.logits.float().numpy()
+
+    def example_inputs(self) -> tuple:
+        """Two texts of different lengths, so padding is traced and no axis is size 1."""
+        import torch
+
+        batch = self.encode(["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn.", "Shares fell."])
+        return tuple(torch.from_numpy(batch[name]) for name in self.input_names)
+
+
+def load_source(ref: str | Path, settings) -> Source:
+    """Load a trained model dir (with or without finsight.json) or a hub id for export."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    ref = str(ref)
+    path = Path(ref).expanduser()
+    local = path.is_dir()
+    if not local and (ref.startswith((".", "/", "~")) or path.exists()):
+        raise ModelError(f"model {ref} is not a directory; pass a trained model dir (<run>/model) "
+                         "or a hub id")
+    kwargs = {} if local else {"revision": settings.model.revision}
+    location = str(path) if local else ref
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(location, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load model '{ref}' for export: {str(exc).splitlines()[0]}; pass a "
+                         "model dir written by `finsight train` (or save_pretrained) or a hub id "
+                         "that is in the local cache") from None
+    model.eval()
+    manifest = (read_manifest(path) or {}) if local else {}
+    if manifest.get("kind") == "export":
+        raise ModelError(f"{path} is already an export ({manifest.get('format')}); pass the model "
+                         f"dir it came from: {manifest.get('source_model')}")
+    labels = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
+    max_length = int(manifest.get("max_length") or settings.model.max_length)
+    return Source(ref=ref, path=path.resolve() if local else None, model=model, tokenizer=tokenizer,
+                  labels=labels, max_length=max_length, input_names=_input_names(model, tokenizer),
+                  manifest=manifest)
+
+
+def _input_names(model, tokenizer) -> list[str]:
+    accepted = inspect.signature(model.forward).parameters
+    wanted = set(tokenizer.model_input_names) | {"input_ids", "attention_mask"}
+    return [name for name in INPUT_ORDER if name in wanted and name in accepted]
+
+
+def logits_module(model):
+    """``model`` as a module of positional int64 inputs returning logits only.
+
+    The 2-D attention mask becomes an additive 4-D mask here, written the way transformers
+    4.x's SDPA path wrote it (unsqueeze, unsqueeze, expand, 1 - mask, masked_fill): that is
+    the pattern ONNX Runtime's BERT attention fusion recognises, and a prepared 4-D mask is
+    passed through by transformers 5 unchanged. It also leaves no data-dependent branch
+    (transformers skips the mask when nothing is padded) for a trace to freeze.
+    """
+    import torch
+
+    class LogitsModule(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            batch, length = attention_mask.shape
+            expanded = attention_mask.unsqueeze(1).unsqueeze(2).expand(batch, 1, length, length)
+            inverted = 1.0 - expanded.to(torch.float32)
+            mask = inverted.masked_fill(inverted.to(torch.bool), torch.finfo(torch.float32).min)
+            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            return self.inner(input_ids=input_ids, attention_mask=mask, return_dict=True, **extra).logits
+
+    return LogitsModule(model).eval()

@@ -1,0 +1,151 @@
+"""What a model ref points at: a model dir, an export dir, or a hub id; its labels and max_length."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from finsight.artifacts import directory_sha256, read_manifest
+from finsight.errors import ModelError
+from finsight.labels import LABELS, canonical_name
+
+REGISTRY_PREFIX = "models:/"
+
+
+@dataclass
+class Artifact:
+    ref: str
+    path: Path | None  # None: a hub id, resolved by transformers
+    format: str  # "hf", "onnx", "torchscript"
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_export(self) -> bool:
+        return self.manifest.get("kind") == "export"
+
+    @property
+    def location(self) -> str:
+        return str(self.path) if self.path is not None else self.ref
+
+    def max_length(self, default: int) -> int:
+        return int(self.manifest.get("max_length") or default)
+
+    def raw_labels(self) -> list[str]:
+        """The artifact's label names in logit order."""
+        if self.manifest.get("labels"):
+            return [str(x) for x in self.manifest["labels"]]
+        return _config_labels(self)
+
+    def label_order(self) -> np.ndarray:
+        return label_order(self.raw_labels(), source=self.location)
+
+
+def resolve_artifact(ref: str) -> Artifact:
+    """Classify ``ref``; ``models:/name@alias`` goes through the model registry."""
+    if ref.startswith(REGISTRY_PREFIX):
+        ref = _resolve_registry(ref)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        manifest = read_manifest(path) or {}
+        if manifest.get("kind") == "export":
+            return Artifact(ref=ref, path=path.resolve(), format=str(manifest.get("format")), manifest=manifest)
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} is neither a model directory (no config.json) nor an export "
+                             "directory (no finsight.json with kind=export); pass a trained model "
+                             "dir, an export dir or a hub id")
+        return Artifact(ref=ref, path=path.resolve(), format="hf", manifest=manifest)
+    if path.exists():
+        raise ModelError(f"model ref {ref} is a file; pass its directory (model or export dir)")
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
+        raise ModelError(f"model directory {ref} not found; check the path (--model / predict.model)")
+    return Artifact(ref=ref, path=None, format="hf")
+
+
+def _resolve_registry(ref: str) -> str:
+    try:
+        from finsight.registry import resolve_model_uri  # type: ignore[attr-defined]
+    except ImportError:
+        raise ModelError(f"cannot resolve {ref}: the model registry is not available in this "
+                         "install; pass a model or export directory instead") from None
+    return str(resolve_model_uri(ref))
+
+
+def _config_labels(artifact: Artifact) -> list[str]:
+    if artifact.path is not None:
+        config_file = artifact.path / "config.json"
+        if not config_file.is_file():
+            raise ModelError(f"{artifact.path}: no labels in finsight.json and no config.json")
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        id2label = config.get("id2label") or {}
+    else:
+        from transformers import AutoConfig
+
+        try:
+            id2label = AutoConfig.from_pretrained(artifact.ref).id2label
+        except OSError as exc:
+            raise ModelError(f"cannot load model '{artifact.ref}': not a local directory and not in "
+                             f"the Hugging Face cache ({exc.__class__.__name__}); download it once "
+                             "online or pass a local model dir") from None
+    try:
+        return [str(id2label[k]) for k in sorted(id2label, key=int)]
+    except (TypeError, ValueError):
+        raise ModelError(f"{artifact.location}: config.json id2label keys are not integers") from None
+
+
+def canonical_label(name: str) -> str | None:
+    """The canonical label for a model's label name (synonyms too), or None.
+
+    Bare integer codes are refused: ``id2label={0: "0", ...}`` says nothing about meaning.
+    """
+    if str(name).strip().lstrip("+-").isdigit():
+        return None
+    return canonical_name(str(name))
+
+
+def label_order(names: Sequence[str], *, source: str) -> np.ndarray:
+    """``order[j]`` = the model's logit index of canonical label ``LABELS[j]``."""
+    mapped = [canonical_label(n) for n in names]
+    if len(names) != len(LABELS) or sorted(m or "" for m in mapped) != sorted(LABELS):
+        raise ModelError(
+            f"{source}: model labels {list(names)} do not map onto {list(LABELS)}; finsight needs a "
+            "3-class model whose config.json id2label (or finsight.json labels) names "
+            "negative, neutral and positive")
+    return np.array([mapped.index(label) for label in LABELS], dtype=np.int64)
+
+
+def find_export(model: Artifact, fmt: str) -> Artifact | None:
+    """A valid ``fmt`` export of ``model`` beside it (``<model>/../export-<fmt>*``); int8 first.
+
+    Only exports whose ``source_sha256`` matches the model's current contents count, so a
+    retrained model never silently runs an old export.
+    """
+    if model.path is None:
+        return None
+    candidates = []
+    for directory in sorted(model.path.parent.glob(f"export-{fmt}*")):
+        manifest = read_manifest(directory) or {}
+        if manifest.get("kind") == "export" and manifest.get("format") == fmt and manifest.get("valid"):
+            candidates.append((directory, manifest))
+    if not candidates:
+        return None
+    digest = directory_sha256(model.path)
+    matching = [(d, m) for d, m in candidates if m.get("source_sha256") == digest]
+    matching.sort(key=lambda dm: dm[1].get("precision") != "int8")
+    if not matching:
+        return None
+    directory, manifest = matching[0]
+    return Artifact(ref=str(directory), path=directory.resolve(), format=fmt, manifest=manifest)
+
+
+def source_model(export: Artifact) -> Artifact:
+    """The model an export was made from (for the torch backend on an export ref)."""
+    source = export.manifest.get("source_model")
+    if not source or not Path(source).is_dir():
+        raise ModelError(f"{export.path}: the torch backend needs the source model, but the "
+                         f"export's source_model ({source}) is missing; use --backend "
+                         f"{export.format} or pass the model dir")
+    return resolve_artifact(str(source))

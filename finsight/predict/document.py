@@ -1,0 +1,57 @@
+"""Long texts: split into sentences, score them in batches, aggregate per document.
+
+A document's probabilities are the token-length-weighted mean of its sentences'
+probabilities, so a long sentence counts more than a two-word fragment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from finsight.predict.base import Encoded
+from finsight.predict.sentences import split_sentences
+
+
+@dataclass
+class DocumentBatch:
+    """Documents split into sentences and tokenized, ready for ``predict_encoded``."""
+
+    sentences: list[str]  # every sentence, documents in order
+    n_sentences: np.ndarray  # (n_docs,) int64
+    sentence_doc: np.ndarray  # (n_sentences,) index of each sentence's document
+    encoded: Encoded
+
+    @property
+    def truncated(self) -> int:
+        """Sentences longer than max_length (truncated before scoring)."""
+        return int(self.encoded.truncated.sum())
+
+
+def split_documents(predictor, texts: Sequence[str]) -> DocumentBatch:
+    split = [split_sentences(text) or [text] for text in texts]
+    counts = np.fromiter((len(s) for s in split), dtype=np.int64, count=len(split))
+    sentences = [sentence for parts in split for sentence in parts]
+    return DocumentBatch(sentences=sentences, n_sentences=counts,
+                         sentence_doc=np.repeat(np.arange(len(split)), counts),
+                         encoded=predictor.encode(sentences))
+
+
+def aggregate(batch: DocumentBatch, sentence_probs: np.ndarray) -> np.ndarray:
+    """Per-document probabilities ``(n_docs, 3)``: token-length-weighted mean over sentences."""
+    n_docs = len(batch.n_sentences)
+    # Special tokens ([CLS], [SEP]) carry no content: weight by the rest, at least 1.
+    weights = np.maximum(batch.encoded.lengths - 2, 1).astype(np.float64)
+    totals = np.zeros((n_docs, sentence_probs.shape[1]))
+    np.add.at(totals, batch.sentence_doc, sentence_probs * weights[:, None])
+    norm = np.bincount(batch.sentence_doc, weights=weights, minlength=n_docs)
+    return (totals / np.maximum(norm, 1e-12)[:, None]).astype(np.float32)
+
+
+def score_documents(predictor, texts: Sequence[str]) -> tuple[np.ndarray, DocumentBatch, np.ndarray]:
+    """(document probs, the split batch, sentence probs) in one length-bucketed pass."""
+    batch = split_documents(predictor, texts)
+    sentence_probs = predictor.predict_encoded(batch.encoded)
+    return aggregate(batch, sentence_probs), batch, sentence_probs

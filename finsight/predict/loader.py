@@ -1,0 +1,129 @@
+"""The backend registry and :func:`load_predictor`.
+
+Each backend is a small class that says which artifact formats it runs and how to find one
+for a given ref; ``load_predictor`` picks the backend (``auto`` included) and builds it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from finsight.errors import BackendError, ModelError
+from finsight.predict.artifact import Artifact, find_export, resolve_artifact, source_model
+from finsight.predict.base import Predictor
+
+
+class Backend:
+    """How one backend turns a resolved ref into a Predictor."""
+
+    name: ClassVar[str]
+    format: ClassVar[str]  # artifact format it runs
+
+    def artifact_for(self, artifact: Artifact) -> Artifact:
+        if artifact.format == self.format:
+            return artifact
+        if artifact.format == "hf":
+            export = find_export(artifact, self.format)
+            if export is not None:
+                return export
+        raise BackendError(f"the {self.name} backend needs a valid {self.format} export, and "
+                           f"{artifact.location} is not one (nor has one beside it); run "
+                           f"`finsight export {artifact.location} --format {self.format}` or pick "
+                           "another --backend")
+
+    def load(self, artifact: Artifact, settings: Any) -> Predictor:
+        raise NotImplementedError
+
+
+class TorchBackend(Backend):
+    name, format = "torch", "hf"
+
+    def artifact_for(self, artifact: Artifact) -> Artifact:
+        return source_model(artifact) if artifact.is_export else artifact
+
+    def load(self, artifact, settings):
+        from finsight.predict.torch_backend import TorchPredictor
+
+        return TorchPredictor(artifact, settings)
+
+
+class OnnxBackend(Backend):
+    name, format = "onnx", "onnx"
+
+    def load(self, artifact, settings):
+        from finsight.predict.onnx_backend import OnnxPredictor
+
+        return OnnxPredictor(artifact, settings)
+
+
+class TorchScriptBackend(Backend):
+    name, format = "torchscript", "torchscript"
+
+    def load(self, artifact, settings):
+        from finsight.predict.torchscript_backend import TorchScriptPredictor
+
+        return TorchScriptPredictor(artifact, settings)
+
+
+class TritonBackend(Backend):
+    name, format = "triton", "any"
+
+    def artifact_for(self, artifact: Artifact) -> Artifact:
+        return artifact  # only its tokenizer and labels are used here; the server runs the model
+
+    def load(self, artifact, settings):
+        from finsight.predict.triton_backend import TritonPredictor
+
+        return TritonPredictor(artifact, settings)
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in
+                                (TorchBackend(), OnnxBackend(), TorchScriptBackend(), TritonBackend())}
+
+
+def register_backend(backend: Backend) -> None:
+    BACKENDS[backend.name] = backend
+
+
+def load_predictor(ref: str | None, settings: Any, backend: str | None = None) -> Predictor:
+    """A Predictor for ``ref`` (model dir, export dir, hub id, ``models:/name@alias``).
+
+    ``ref`` None means ``predict.model``, else ``model.name_or_path``; ``backend`` None means
+    ``predict.backend``. ``auto`` runs an export dir with its own format; for a model dir it
+    prefers a valid ONNX export beside it on CPU (int8 first) and torch on a GPU.
+    """
+    ref = ref or settings.predict.model or settings.model.name_or_path
+    artifact = resolve_artifact(str(ref))
+    name = backend or settings.predict.backend
+    chosen = _auto(artifact, settings) if name == "auto" else _named(name)
+    target = chosen.artifact_for(artifact)
+    _check_valid(target, settings)
+    return chosen.load(target, settings)
+
+
+def _named(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend '{name}'; use auto or one of: {', '.join(BACKENDS)}")
+    return BACKENDS[name]
+
+
+def _auto(artifact: Artifact, settings: Any) -> Backend:
+    if artifact.is_export:
+        return _named(artifact.format)
+    if not _on_gpu(settings.predict.device) and find_export(artifact, "onnx") is not None:
+        return BACKENDS["onnx"]
+    return BACKENDS["torch"]
+
+
+def _on_gpu(device: str) -> bool:
+    if device != "auto":
+        return device.startswith("cuda")
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _check_valid(artifact: Artifact, settings: Any) -> None:
+    if artifact.is_export and not artifact.manifest.get("valid", False) and not settings.predict.force:
+        raise ModelError(f"export {artifact.path} failed its validation (finsight.json valid=false); "
+                         "re-export it, or pass --set predict.force=true to load it anyway")

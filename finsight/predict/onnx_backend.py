@@ -1,0 +1,77 @@
+"""The ONNX Runtime backend: an export dir with model.onnx; CUDA provider when present."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from finsight.errors import BackendError, ModelError
+from finsight.predict.artifact import Artifact
+from finsight.predict.base import EncoderPredictor, cpu_threads, softmax
+from finsight.predict.torch_backend import default_batch_size, load_tokenizer
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def session_options(num_threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # One model call at a time: all cores go to intra-op parallelism (matmuls), none to
+    # running independent graph nodes side by side.
+    options.intra_op_num_threads = cpu_threads(num_threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
+def providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    wants_gpu = device.startswith("cuda")
+    if wants_gpu and CUDA not in available:
+        raise BackendError(f"predict.device={device} but onnxruntime has no CUDA provider "
+                           "(install finsight[gpu], i.e. onnxruntime-gpu)")
+    if CUDA in available and device != "cpu":
+        return [CUDA, CPU]
+    return [CPU]
+
+
+class OnnxPredictor(EncoderPredictor):
+    name = "onnx"
+
+    def __init__(self, artifact: Artifact, settings: Any):
+        import onnxruntime as ort
+
+        opts = settings.predict
+        model_file = artifact.path / artifact.manifest.get("model_file", "model.onnx")
+        if not model_file.is_file():
+            raise ModelError(f"{artifact.path}: export manifest names {model_file.name}, "
+                             "which is missing; re-run finsight export")
+        chosen = providers(opts.device)
+        try:
+            self.session = ort.InferenceSession(str(model_file), session_options(opts.num_threads),
+                                                providers=chosen)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            raise ModelError(f"cannot load {model_file}: {exc}".splitlines()[0]) from None
+        self.device = "cuda" if self.session.get_providers()[0] == CUDA else "cpu"
+        outputs = [o.name for o in self.session.get_outputs()]
+        self._output = "logits" if "logits" in outputs else outputs[0]
+        super().__init__(tokenizer=load_tokenizer(str(artifact.path)), order=artifact.label_order(),
+                         max_length=artifact.max_length(settings.model.max_length),
+                         batch_size=default_batch_size(opts, self.device),
+                         input_names=[i.name for i in self.session.get_inputs()],
+                         source=str(artifact.path))
+        unknown = set(self.input_names) - {"input_ids", "attention_mask", "token_type_ids"}
+        if unknown:
+            raise ModelError(f"{model_file}: unexpected graph inputs {sorted(unknown)}; finsight "
+                             "feeds input_ids, attention_mask and token_type_ids")
+
+    def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        logits = self.session.run([self._output], batch)[0]
+        return softmax(logits)

@@ -1,0 +1,117 @@
+"""The torch backend: a Hugging Face model dir or hub id, SDPA attention, fp16/bf16 on GPU."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+
+from finsight.errors import BackendError, ModelError
+from finsight.predict.artifact import Artifact, label_order
+from finsight.predict.base import EncoderPredictor, cpu_threads
+
+
+def torch_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendError(f"predict.device={requested} but torch sees no CUDA GPU; "
+                           "use --set predict.device=cpu")
+    return requested
+
+
+def torch_dtype(precision: str, device: str):
+    import torch
+
+    if device == "cpu":  # fp16 kernels are slow or missing on CPU; bf16 only when asked
+        return torch.bfloat16 if precision == "bf16" else torch.float32
+    return {"auto": torch.float16, "fp16": torch.float16, "bf16": torch.bfloat16,
+            "fp32": torch.float32}[precision]
+
+
+def load_tokenizer(location: str, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the tokenizer of {location}: {exc}".splitlines()[0]) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"{location}: finsight needs a fast (Rust) tokenizer; save the model with "
+                         "a tokenizer.json (AutoTokenizer.from_pretrained(...).save_pretrained(DIR))")
+    return tokenizer
+
+
+class TorchPredictor(EncoderPredictor):
+    name = "torch"
+
+    def __init__(self, artifact: Artifact, settings: Any):
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        opts = settings.predict
+        self.device = torch_device(opts.device)
+        if self.device == "cpu":
+            torch.set_num_threads(cpu_threads(opts.num_threads))
+        self.dtype = torch_dtype(opts.precision, self.device)
+        revision = settings.model.revision if artifact.path is None else None
+        try:
+            with _no_progress_bars():
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    artifact.location, revision=revision, dtype=self.dtype, attn_implementation="sdpa")
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load model {artifact.location}: {exc}".splitlines()[0]) from None
+        self.model = model.to(self.device).eval()
+        tokenizer = load_tokenizer(artifact.location, revision)
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        super().__init__(tokenizer=tokenizer, order=label_order(names, source=artifact.location),
+                         max_length=artifact.max_length(settings.model.max_length),
+                         batch_size=default_batch_size(opts, self.device),
+                         input_names=tokenizer.model_input_names, source=artifact.location)
+        self._pin = self.device.startswith("cuda")
+
+    def _forward(self, batch: dict[str, np.ndarray]) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            tensors = {k: self._to_device(v) for k, v in batch.items()}
+            logits = self.model(**tensors).logits
+            # Softmax on the device, no sync: the GPU runs ahead while the next batch is built.
+            return torch.softmax(logits.float(), dim=-1)
+
+    def _to_device(self, array: np.ndarray):
+        import torch
+
+        tensor = torch.from_numpy(array)
+        if self._pin:
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    def _finish(self, outputs: list[Any]) -> np.ndarray:
+        import torch
+
+        return torch.cat(outputs).cpu().numpy()
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """transformers' "Loading weights" bar would land on analyze's stderr next to its own."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def default_batch_size(opts: Any, device: str) -> int:
+    """predict.batch_size, else 64 on CPU and 1024 on a GPU (sorted batches keep padding low)."""
+    if opts.batch_size:
+        return int(opts.batch_size)
+    return 64 if device == "cpu" else 1024

@@ -1,0 +1,50 @@
+"""The TorchScript backend: an export dir with model.pt (traced on the export's inputs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from finsight.errors import ModelError
+from finsight.predict.artifact import Artifact
+from finsight.predict.base import EncoderPredictor, cpu_threads
+from finsight.predict.torch_backend import default_batch_size, load_tokenizer, torch_device
+
+
+class TorchScriptPredictor(EncoderPredictor):
+    name = "torchscript"
+
+    def __init__(self, artifact: Artifact, settings: Any):
+        import torch
+
+        opts = settings.predict
+        self.device = torch_device(opts.device)
+        if self.device == "cpu":
+            torch.set_num_threads(cpu_threads(opts.num_threads))
+        model_file = artifact.path / artifact.manifest.get("model_file", "model.pt")
+        try:
+            self.module = torch.jit.load(str(model_file), map_location=self.device).eval()
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ModelError(f"cannot load {model_file}: {exc}".splitlines()[0]) from None
+        # Traced modules take positional inputs, in the order the manifest records.
+        inputs = [i["name"] for i in artifact.manifest.get("inputs", [])] or [
+            "input_ids", "attention_mask", "token_type_ids"]
+        super().__init__(tokenizer=load_tokenizer(str(artifact.path)), order=artifact.label_order(),
+                         max_length=artifact.max_length(settings.model.max_length),
+                         batch_size=default_batch_size(opts, self.device),
+                         input_names=inputs, source=str(artifact.path))
+
+    def _forward(self, batch: dict[str, np.ndarray]) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            args = [torch.from_numpy(batch[name]).to(self.device) for name in self.input_names]
+            out = self.module(*args)
+            logits = out["logits"] if isinstance(out, dict) else out[0] if isinstance(out, (tuple, list)) else out
+            return torch.softmax(logits.float(), dim=-1)
+
+    def _finish(self, outputs: list[Any]) -> np.ndarray:
+        import torch
+
+        return torch.cat(outputs).cpu().numpy()

@@ -1,0 +1,1 @@
+"""MLflow tracking (and, later, the model registry). mlflow is imported only when used."""
