@@ -129,6 +129,8 @@ class ExportSettings(Section):
     int8_min_agreement: float = Field(0.99, ge=0.0, le=1.0, description="int8 gate: label agreement")
     int8_max_f1_change: float = Field(0.01, ge=0.0, description="int8 gate: max |macro-F1 change|")
     int8_per_channel: bool = Field(True, description="int8: one weight scale per output channel")
+    int8_keep_ffn_fp32: bool = Field(
+        True, description="int8: keep the MatMul after each GELU in fp32 (outliers); false is faster")
     int8_reduce_range: bool | None = Field(
         None, description="int8: 7-bit weights; None: on when this CPU lacks VNNI (u8s8 saturation)")
     out: Path | None = Field(None, description="output dir; None means <model>/../export-<format>")

