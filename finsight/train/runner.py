@@ -10,7 +10,9 @@ Layout of a run directory ``<out>/``::
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +132,11 @@ class _Run:
         module = SentimentClassifier(start.model, train_settings=cfg, class_weights=weights)
         logger = self._open_tracking(start)
         trainer, checkpoint = self._trainer(logger, datamodule.steps_per_epoch())
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(self.paths.last) if self.resume else None)
+        # A tracking server makes mlflow print the run's URL on stdout at the end of fit; --json
+        # needs stdout for JSON alone, so that chatter goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            trainer.fit(module, datamodule=datamodule,
+                        ckpt_path=str(self.paths.last) if self.resume else None)
         if not trainer.is_global_zero:
             return None
         best = self._load_best(module, checkpoint)
