@@ -36,8 +36,8 @@ SHARED = Path(os.environ.get("BENCH_DATA_DIR", REPO.parent / "shared" / "data"))
 PHRASEBANK = SHARED / "financial_phrasebank" / "Sentences_50Agree.txt"
 BERT_TOKENIZER = SHARED / "bert_base_uncased_tokenizer"
 LABELS = ("negative", "neutral", "positive")
-# Texts per model on CPU: enough for stable rates within a few minutes on 2 cores.
-DEFAULT_TEXTS = {"minilm": 3000, "bert-base": 1000}
+# Texts per model and round on CPU: enough for stable rates within minutes on 2 cores.
+DEFAULT_TEXTS = {"minilm": 2000, "bert-base": 600}
 
 
 def phrasebank(n: int) -> list[str]:
@@ -160,57 +160,60 @@ def export(model_dir: Path, quantize: str, out_root: Path) -> tuple[Path, str]:
         return out, f"INVALID ({exc})"
 
 
-def time_pipeline(model_dir: Path, texts: list[str], device: str) -> float:
-    import torch
-    from transformers import pipeline
+class Pipeline:
+    """The baseline: transformers.pipeline, texts in memory, batch 32, truncation on."""
 
-    pipe = pipeline("text-classification", model=str(model_dir), tokenizer=str(model_dir),
-                    device=0 if device == "cuda" else -1)
-    pipe(texts[:64], batch_size=32, truncation=True)  # warm-up
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    pipe(texts, batch_size=32, truncation=True)
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+    title = "transformers.pipeline (batch 32)"
 
+    def __init__(self, model_dir: Path, device: str):
+        from transformers import pipeline
 
-def time_analyze(ref: Path, backend: str, csv: Path, out: Path, flags: dict) -> tuple[float, "object"]:
-    import pandas as pd
+        self.device = device
+        self.pipe = pipeline("text-classification", model=str(model_dir), tokenizer=str(model_dir),
+                             device=0 if device == "cuda" else -1)
+        self.pipe(["warm-up"] * 64, batch_size=32, truncation=True)
 
-    from finsight.analyze import analyze_files
-    from finsight.config import load_settings
-    from finsight.predict import load_predictor
+    def __call__(self, texts: list[str], csv: Path, out: Path) -> float:
+        start = time.perf_counter()
+        self.pipe(texts, batch_size=32, truncation=True)
+        if self.device == "cuda":
+            import torch
 
-    settings = load_settings(flags={"predict.out": out, "predict.force": True, **flags})
-    predictor = load_predictor(str(ref), settings, backend=backend)
-    predictor.predict(pd.read_csv(csv, nrows=64)["text"].tolist())  # warm-up
-    start = time.perf_counter()
-    analyze_files([csv], settings, predictor=predictor)
-    seconds = time.perf_counter() - start
-    return seconds, pd.read_csv(out, usecols=["label"])["label"].to_numpy()
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
 
 
-def time_model_only(ref: Path, backend: str, texts: list[str], flags: dict, base_rate: float,
-                    name: str, title: str) -> dict:
-    """Tokenize, then time predict_encoded alone: the model's share of the end-to-end time."""
-    from finsight.config import load_settings
-    from finsight.predict import load_predictor
+class Analyze:
+    """finsight analyze_files, CSV in -> CSV out, predictor loaded once."""
 
-    predictor = load_predictor(str(ref), load_settings(flags={"predict.force": True, **flags}), backend=backend)
-    predictor.predict(texts[:64])
-    start = time.perf_counter()
-    encoded = predictor.encode(texts)
-    tokenize = time.perf_counter() - start
-    start = time.perf_counter()
-    predictor.predict_encoded(encoded)
-    seconds = time.perf_counter() - start
-    print(f"  {name}: {title}: tokenize {len(texts) / tokenize:,.0f} texts/s, model only "
-          f"{len(texts) / seconds:,.0f} texts/s", file=sys.stderr)
-    return {"model": name, "runner": f"{title.replace('finsight analyze, ', '')} model only (pre-tokenized)",
-            "texts": len(texts), "seconds": seconds, "texts_per_s": len(texts) / seconds,
-            "ratio": len(texts) / seconds / base_rate}
+    def __init__(self, title: str, ref: Path, backend: str, flags: dict, verdict: str = ""):
+        from finsight.config import load_settings
+        from finsight.predict import load_predictor
+
+        self.title, self.verdict, self.labels = title, verdict, None
+        self.flags = {"predict.force": True, **flags}
+        self.predictor = load_predictor(str(ref), load_settings(flags=self.flags), backend=backend)
+        self.predictor.predict(["warm-up"] * 64)
+
+    def __call__(self, texts: list[str], csv: Path, out: Path) -> float:
+        import pandas as pd
+
+        from finsight.analyze import analyze_files
+        from finsight.config import load_settings
+
+        settings = load_settings(flags={"predict.out": out, **self.flags})
+        start = time.perf_counter()
+        analyze_files([csv], settings, predictor=self.predictor)
+        seconds = time.perf_counter() - start
+        self.labels = pd.read_csv(out, usecols=["label"])["label"].to_numpy()
+        return seconds
+
+    def model_only(self, texts: list[str]) -> float:
+        """predict_encoded alone on pre-tokenized texts: the model's share of the time."""
+        encoded = self.predictor.encode(texts)
+        start = time.perf_counter()
+        self.predictor.predict_encoded(encoded)
+        return time.perf_counter() - start
 
 
 def share_longer_than(model_dir: Path, texts: list[str], max_length: int) -> float:
@@ -222,9 +225,16 @@ def share_longer_than(model_dir: Path, texts: list[str], max_length: int) -> flo
 
 
 def run_model(name: str, args, work: Path) -> list[dict]:
+    """Every runner on the same texts, interleaved over rounds.
+
+    The machine may be shared: each round times the pipeline and then every finsight
+    runner back to back, and a runner's ratio is the median of its per-round ratios.
+    """
+    import statistics
+
     import pandas as pd
 
-    n = args.texts or (400 if args.quick else DEFAULT_TEXTS[name])
+    n = args.texts or (200 if args.quick else DEFAULT_TEXTS[name])
     texts = phrasebank(n)
     model_dir = work / name / "model"
     model_dir.parent.mkdir(parents=True)
@@ -243,38 +253,47 @@ def run_model(name: str, args, work: Path) -> list[dict]:
     if args.device == "cuda":
         flags["predict.precision"] = args.precision
 
-    rows = []
     baseline_texts = texts[:args.baseline_texts] if args.baseline_texts else texts
-    seconds = time_pipeline(model_dir, baseline_texts, args.device)
-    base_rate = len(baseline_texts) / seconds
-    rows.append({"model": name, "runner": "transformers.pipeline (batch 32)", "texts": len(baseline_texts),
-                 "seconds": seconds, "texts_per_s": base_rate})
-    print(f"  {name}: pipeline {base_rate:,.1f} texts/s", file=sys.stderr)
-
-    runs = [("finsight analyze, torch", model_dir, "torch", "")]
+    runners = [Analyze("finsight analyze, torch", model_dir, "torch", flags)]
     if args.device == "cpu" or _onnx_cuda():
         for quantize in (["none"] if args.device == "cuda" else ["none", "int8"]):
             exported, verdict = export(model_dir, quantize, work / name)
             label = "fp32" if quantize == "none" else "int8"
-            runs.append((f"finsight analyze, onnx {label}", exported, "onnx", verdict))
-    labels = {}
-    for title, ref, backend, verdict in runs:
+            runners.append(Analyze(f"finsight analyze, onnx {label}", exported, "onnx", flags, verdict))
+    baseline = Pipeline(model_dir, args.device)
+
+    rates: dict[str, list[float]] = {baseline.title: []}
+    ratios: dict[str, list[float]] = {r.title: [] for r in runners}
+    for round_ in range(args.rounds):
+        base_rate = len(baseline_texts) / baseline(baseline_texts, csv, work / "unused")
+        rates[baseline.title].append(base_rate)
+        line = [f"pipeline {base_rate:,.1f}"]
+        for runner in runners:
+            rate = n / runner(texts, csv, work / name / "out.csv")
+            rates.setdefault(runner.title, []).append(rate)
+            ratios[runner.title].append(rate / base_rate)
+            line.append(f"{runner.title.split(', ')[-1]} {rate:,.1f} ({rate / base_rate:.2f}x)")
+        print(f"  {name} round {round_ + 1}: " + ", ".join(line) + " texts/s", file=sys.stderr)
+
+    rows = [{"model": name, "runner": baseline.title, "texts": len(baseline_texts),
+             "texts_per_s": statistics.median(rates[baseline.title]), "rates": rates[baseline.title]}]
+    for runner in runners:
+        rows.append({"model": name, "runner": runner.title, "texts": n,
+                     "texts_per_s": statistics.median(rates[runner.title]), "rates": rates[runner.title],
+                     "ratio": statistics.median(ratios[runner.title]), "ratios": ratios[runner.title],
+                     **({"export": runner.verdict} if runner.verdict else {})})
         if args.breakdown:
-            rows.append(time_model_only(ref, backend, texts, flags, base_rate, name, title))
-        seconds, predicted = time_analyze(ref, backend, csv, work / name / f"{backend}{len(rows)}.csv", flags)
-        labels[title] = predicted
-        rows.append({"model": name, "runner": title, "texts": n, "seconds": seconds,
-                     "texts_per_s": n / seconds, "ratio": (n / seconds) / base_rate,
-                     **({"export": verdict} if verdict else {})})
-        print(f"  {name}: {title} {n / seconds:,.1f} texts/s ({(n / seconds) / base_rate:.2f}x)",
-              file=sys.stderr)
-    fp32, int8 = labels.get("finsight analyze, onnx fp32"), labels.get("finsight analyze, onnx int8")
+            rate = n / runner.model_only(texts)
+            rows.append({"model": name, "runner": runner.title.replace("finsight analyze, ", "") +
+                         " model only (pre-tokenized)", "texts": n, "texts_per_s": rate,
+                         "ratio": rate / statistics.median(rates[baseline.title])})
+    by_title = {r.title: r.labels for r in runners}
     extra = {"model": name, "share_over_64_tokens": share_longer_than(model_dir, texts, 64)}
+    fp32, int8 = by_title.get("finsight analyze, onnx fp32"), by_title.get("finsight analyze, onnx int8")
     if fp32 is not None and int8 is not None:
         extra["int8_fp32_label_agreement"] = float((fp32 == int8).mean())
-    if "finsight analyze, onnx fp32" in labels:
-        extra["onnx_torch_label_agreement"] = float(
-            (labels["finsight analyze, torch"] == labels["finsight analyze, onnx fp32"]).mean())
+    if fp32 is not None:
+        extra["onnx_torch_label_agreement"] = float((by_title["finsight analyze, torch"] == fp32).mean())
     rows.append(extra)
     return rows
 
@@ -324,6 +343,8 @@ def main() -> None:
                         help="fine-tune all of MiniLM on 1200 PhraseBank sentences first (~5 min on 2 cores)")
     parser.add_argument("--no-fit-head", dest="fit_head", action="store_false",
                         help="keep the random classification head (see fit_head)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds; medians are reported (default 3)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time each backend's model alone on pre-tokenized texts")
     parser.add_argument("--quick", action="store_true", help="smoke run on a few hundred texts")

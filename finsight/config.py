@@ -171,7 +171,8 @@ class PredictSettings(Section):
     mode: Literal["sentence", "document"] = Field(
         "sentence", description="sentence: truncate long texts; document: split and aggregate")
     write_sentences: bool = Field(False, description="document mode: also write per-sentence rows")
-    chunk_rows: int = Field(8192, ge=1, description="rows read per streaming chunk")
+    chunk_rows: int | None = Field(
+        None, ge=1, description="rows read per streaming chunk; None: 8192 on CPU, 32768 on a GPU")
     encoding: str | None = Field(None, description="text encoding of the inputs; None: data.encoding, else utf-8")
     out: Path | None = Field(None, description="output file; None means <workdir>/analyze/<input>.scored.<ext>")
 
