@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pytest
 
+# Offline from the start: session-scoped fixtures run before the autouse fixture below, and
+# huggingface_hub reads these when it is first imported.
+for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ[_name] = "1"
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
 HEADLINES = EXAMPLES / "headlines.csv"

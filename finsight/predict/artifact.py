@@ -44,10 +44,10 @@ class Artifact:
         return label_order(self.raw_labels(), source=self.location)
 
 
-def resolve_artifact(ref: str) -> Artifact:
+def resolve_artifact(ref: str, settings: Any = None) -> Artifact:
     """Classify ``ref``; ``models:/name@alias`` goes through the model registry."""
     if ref.startswith(REGISTRY_PREFIX):
-        ref = _resolve_registry(ref)
+        ref = _resolve_registry(ref, settings)
     path = Path(ref).expanduser()
     if path.is_dir():
         manifest = read_manifest(path) or {}
@@ -65,13 +65,14 @@ def resolve_artifact(ref: str) -> Artifact:
     return Artifact(ref=ref, path=None, format="hf")
 
 
-def _resolve_registry(ref: str) -> str:
+def _resolve_registry(ref: str, settings: Any) -> str:
+    """The local directory of a registered model version (the registry's job)."""
     try:
         from finsight.registry import resolve_model_uri  # type: ignore[attr-defined]
     except ImportError:
         raise ModelError(f"cannot resolve {ref}: the model registry is not available in this "
                          "install; pass a model or export directory instead") from None
-    return str(resolve_model_uri(ref))
+    return str(resolve_model_uri(ref, settings))
 
 
 def _config_labels(artifact: Artifact) -> list[str]:

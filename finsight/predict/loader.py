@@ -93,7 +93,7 @@ def load_predictor(ref: str | None, settings: Any, backend: str | None = None) -
     prefers a valid ONNX export beside it on CPU (int8 first) and torch on a GPU.
     """
     ref = ref or settings.predict.model or settings.model.name_or_path
-    artifact = resolve_artifact(str(ref))
+    artifact = resolve_artifact(str(ref), settings)
     name = backend or settings.predict.backend
     chosen = _auto(artifact, settings) if name == "auto" else _named(name)
     target = chosen.artifact_for(artifact)

@@ -76,6 +76,11 @@ class TorchPredictor(EncoderPredictor):
     def _forward(self, batch: dict[str, np.ndarray]) -> Any:
         import torch
 
+        if "attention_mask" in batch and batch["attention_mask"].all():
+            # A batch with no padding (common once batches are sorted by length) needs no mask:
+            # transformers then skips building it and its per-batch device sync, and SDPA can
+            # take its mask-free kernels. The result is the same.
+            batch = {k: v for k, v in batch.items() if k != "attention_mask"}
         with torch.inference_mode():
             tensors = {k: self._to_device(v) for k, v in batch.items()}
             logits = self.model(**tensors).logits
