@@ -23,6 +23,16 @@ def torch_device(requested: str) -> str:
     return requested
 
 
+def torch_runtime(opts: Any) -> str:
+    """The device for ``predict`` settings; on CPU also sets torch's intra-op threads."""
+    import torch
+
+    device = torch_device(opts.device)
+    if device == "cpu":
+        torch.set_num_threads(cpu_threads(opts.num_threads))
+    return device
+
+
 def torch_dtype(precision: str, device: str):
     import torch
 
@@ -53,9 +63,7 @@ class TorchPredictor(EncoderPredictor):
         from transformers import AutoModelForSequenceClassification
 
         opts = settings.predict
-        self.device = torch_device(opts.device)
-        if self.device == "cpu":
-            torch.set_num_threads(cpu_threads(opts.num_threads))
+        self.device = torch_runtime(opts)
         self.dtype = torch_dtype(opts.precision, self.device)
         revision = settings.model.revision if artifact.path is None else None
         try:

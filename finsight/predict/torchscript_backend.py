@@ -8,8 +8,8 @@ import numpy as np
 
 from finsight.errors import ModelError
 from finsight.predict.artifact import Artifact
-from finsight.predict.base import EncoderPredictor, cpu_threads
-from finsight.predict.torch_backend import default_batch_size, load_tokenizer, torch_device
+from finsight.predict.base import EncoderPredictor
+from finsight.predict.torch_backend import default_batch_size, load_tokenizer, torch_runtime
 
 
 class TorchScriptPredictor(EncoderPredictor):
@@ -19,9 +19,7 @@ class TorchScriptPredictor(EncoderPredictor):
         import torch
 
         opts = settings.predict
-        self.device = torch_device(opts.device)
-        if self.device == "cpu":
-            torch.set_num_threads(cpu_threads(opts.num_threads))
+        self.device = torch_runtime(opts)
         model_file = artifact.path / artifact.manifest.get("model_file", "model.pt")
         try:
             self.module = torch.jit.load(str(model_file), map_location=self.device).eval()
