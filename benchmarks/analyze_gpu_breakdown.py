@@ -21,7 +21,7 @@ from finsight.config import load_settings
 from finsight.predict import load_predictor
 from finsight.analyze import analyze_files
 for chunk, bs in [(8192, 1024), (32768, 1024), (32768, 4096)]:
-    s = load_settings(flags={"predict.out": work / "o.csv", "predict.chunk_rows": chunk, "predict.batch_size": bs,
+    s = load_settings(flags={"analyze.out": work / "o.csv", "analyze.chunk_rows": chunk, "predict.batch_size": bs,
                              "predict.device": os.environ.get("DEV", "cuda"), "predict.backend": "torch"})
     p = load_predictor(str(model), s, backend="torch")
     p.predict(texts[:int(os.environ.get("WARM", 20000))])

@@ -201,7 +201,7 @@ class Analyze:
         from finsight.analyze import analyze_files
         from finsight.config import load_settings
 
-        settings = load_settings(flags={"predict.out": out, **self.flags})
+        settings = load_settings(flags={"analyze.out": out, **self.flags})
         start = time.perf_counter()
         analyze_files([csv], settings, predictor=self.predictor)
         seconds = time.perf_counter() - start

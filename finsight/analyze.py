@@ -21,12 +21,11 @@ import numpy as np
 from finsight.errors import DataError
 from finsight.io import TableWriter, WRITE_FORMATS, detect_format, iter_chunks, list_columns, resolve_column
 from finsight.labels import LABELS
+from finsight.predict.scores import SCORE_COLUMNS, assign_scores
 
 if TYPE_CHECKING:
     import pandas as pd
 
-PROB_COLUMNS = tuple(f"p_{label}" for label in LABELS)
-SCORE_COLUMNS = ("label", "confidence", *PROB_COLUMNS, "sentiment")
 TEXT_CANDIDATES = ("text", "sentence", "headline", "title", "body", "content")
 ID_CANDIDATES = ("id", "doc_id", "document_id", "uid")
 Progress = Callable[[int, "int | None"], None]
@@ -92,7 +91,7 @@ def plan_inputs(inputs: Sequence[str | Path], settings: Any) -> list[InputPlan]:
 
 
 def _plan(path: Path, settings: Any) -> InputPlan:
-    opts = settings.predict
+    opts = settings.analyze
     fmt = detect_format(path, settings.data.format)
     encoding = opts.encoding or settings.data.encoding
     available = list_columns(path, format=fmt, encoding=encoding)
@@ -110,9 +109,9 @@ def _plan(path: Path, settings: Any) -> InputPlan:
 
 
 def output_path(first_input: Path, settings: Any) -> Path:
-    """predict.out, else <workdir>/analyze/<input stem>.scored.<input's format if writable, else parquet>."""
-    if settings.predict.out:
-        return Path(settings.predict.out)
+    """analyze.out, else <workdir>/analyze/<input stem>.scored.<input's format if writable, else parquet>."""
+    if settings.analyze.out:
+        return Path(settings.analyze.out)
     fmt = detect_format(first_input, settings.data.format)
     ext = fmt if fmt in WRITE_FORMATS else "parquet"
     return settings.workdir / "analyze" / f"{first_input.stem}.scored.{ext}"
@@ -128,10 +127,10 @@ def sidecar_path(out: Path, kind: str) -> Path:
 
 def analyze_files(inputs: Sequence[str | Path], settings: Any, *, predictor: Any = None,
                   on_progress: Progress | None = None) -> AnalyzeSummary:
-    """Score ``inputs`` (concatenated in order) into ``predict.out``; returns the run summary."""
+    """Score ``inputs`` (concatenated in order) into ``analyze.out``; returns the run summary."""
     from finsight.io import write_format
 
-    opts = settings.predict
+    opts = settings.analyze
     plans = plan_inputs(inputs, settings)
     out = output_path(plans[0].path, settings)
     write_format(out)  # refuse an unwritable suffix before loading a model
@@ -206,7 +205,7 @@ def _prepare_chunks(plan: InputPlan, source: str | None, predictor: Any, setting
     """Read, clean and tokenize; runs in the prefetch thread."""
     from finsight.predict.document import split_documents
 
-    opts = settings.predict
+    opts = settings.analyze
     columns = [plan.text, *plan.copied]
     for chunk in iter_chunks(plan.path, format=plan.format, columns=columns, chunk_rows=chunk_rows(opts, predictor),
                              encoding=opts.encoding or settings.data.encoding):
@@ -217,7 +216,7 @@ def _prepare_chunks(plan: InputPlan, source: str | None, predictor: Any, setting
 
 
 def chunk_rows(opts: Any, predictor: Any) -> int:
-    """predict.chunk_rows, else bigger chunks on a GPU: more sorted batches per sync (measured
+    """analyze.chunk_rows, else bigger chunks on a GPU: more sorted batches per sync (measured
     on an H100: 23.5k texts/s with 8192-row chunks, 26.5k with 32768; benchmarks/RESULTS.md)."""
     if opts.chunk_rows:
         return int(opts.chunk_rows)
@@ -250,7 +249,7 @@ def _score(work: _Work, probs: np.ndarray) -> tuple["pd.DataFrame", "pd.DataFram
     first = np.concatenate([[0], np.cumsum(batch.n_sentences)[:-1]])[batch.sentence_doc]
     sentence_frame["sentence_index"] = np.arange(len(rows)) - first
     sentence_frame["sentence"] = pd.array(batch.sentences, dtype="string")
-    _assign_scores(sentence_frame, sentence_probs, np.ones(len(rows), dtype=bool))
+    assign_scores(sentence_frame, sentence_probs)
     frame = _with_scores(copied, aggregate(batch, sentence_probs), valid, work.errors)
     n_sentences = np.zeros(len(valid), dtype=np.int64)
     n_sentences[valid] = batch.n_sentences
@@ -275,23 +274,9 @@ def _with_scores(frame: "pd.DataFrame", probs: np.ndarray, valid: np.ndarray,
                  errors: np.ndarray) -> "pd.DataFrame":
     import pandas as pd
 
-    _assign_scores(frame, probs, valid)
+    assign_scores(frame, probs, valid)
     frame["error"] = pd.array(errors, dtype="string")
     return frame
-
-
-def _assign_scores(frame: "pd.DataFrame", probs: np.ndarray, valid: np.ndarray) -> None:
-    import pandas as pd
-
-    full = np.full((len(valid), len(LABELS)), np.nan, dtype=np.float32)
-    full[valid] = probs
-    labels = np.full(len(valid), None, dtype=object)
-    labels[valid] = np.asarray(LABELS, dtype=object)[probs.argmax(axis=1)] if len(probs) else []
-    frame["label"] = pd.array(labels, dtype="string")
-    frame["confidence"] = full.max(axis=1)
-    for j, name in enumerate(PROB_COLUMNS):
-        frame[name] = full[:, j]
-    frame["sentiment"] = full[:, LABELS.index("positive")] - full[:, LABELS.index("negative")]
 
 
 def summary_update(summary: AnalyzeSummary, frame: "pd.DataFrame", work: _Work) -> None:

@@ -8,7 +8,9 @@ Merges are per key. Every field carries its one-line documentation as its descri
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -164,6 +166,11 @@ class PredictSettings(Section):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="torch backend dtype; auto: fp16 on GPU, fp32 on CPU")
     force: bool = Field(False, description="load an export whose validation failed")
+
+
+class AnalyzeSettings(Section):
+    """What `analyze` does with files; the predictor itself is configured by ``predict.*``."""
+
     text_column: str | None = Field(None, description="text column; None tries common names")
     id_column: str | None = Field(None, description="id column copied to the output")
     keep_columns: list[str] = Field(default_factory=list, description="input columns copied to the output")
@@ -200,14 +207,28 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     triton: TritonSettings = Field(default_factory=TritonSettings)
     predict: PredictSettings = Field(default_factory=PredictSettings)
+    analyze: AnalyzeSettings = Field(default_factory=AnalyzeSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
 
     _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
+    _deprecations: list[str] = PrivateAttr(default_factory=list)
 
     @property
     def sources(self) -> dict[str, Source]:
         """Where each dotted key's value came from."""
         return dict(self._sources)
+
+    @property
+    def deprecations(self) -> list[str]:
+        """One message per deprecated key that was used (file, env or --set)."""
+        return list(self._deprecations)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # load_settings reads and merges every layer itself (env included, renames applied);
+        # the model only validates what it is given.
+        return (init_settings,)
 
     def tracking_uri(self) -> str:
         uri = self.registry.tracking_uri
@@ -231,6 +252,39 @@ def all_keys() -> list[str]:
         sub = _submodel(field.annotation)
         keys.extend(f"{name}.{k}" for k in sub.model_fields) if sub else keys.append(name)
     return keys
+
+
+# Keys that moved; the old names keep working, with a warning, until REMOVED_IN.
+RENAMED: dict[str, str] = {f"predict.{key}": f"analyze.{key}" for key in AnalyzeSettings.model_fields}
+REMOVED_IN = "0.3"
+
+
+def deprecation_message(old: str) -> str:
+    return (f"config key '{old}' is deprecated: it is now '{RENAMED[old]}' (the analyze settings "
+            f"moved out of predict.*, which configures the predictor alone); the old name works "
+            f"until finsight {REMOVED_IN}")
+
+
+def _apply_renames(flat: Mapping[str, Any], where: Mapping[str, str],
+                   notes: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    renamed, origin = {}, {}
+    for key, value in flat.items():
+        new = RENAMED.get(key, key)
+        if new != key:
+            notes.append(f"{deprecation_message(key)} ({where[key]})")
+        renamed[new], origin[new] = value, where[key]
+    return renamed, origin
+
+
+def explain_key(key: str) -> list[str]:
+    """The keys ``finsight config show KEY`` lists: the key, a section's keys, or a renamed
+    key's new name; an unknown key is an error with close matches."""
+    if key in RENAMED:
+        return [RENAMED[key]]
+    if key in section_names():
+        return [k for k in all_keys() if k.startswith(f"{key}.")]
+    _check_keys({key: None}, {key: "asked for"})
+    return [key]
 
 
 def field_info(dotted: str):
@@ -303,9 +357,16 @@ def read_env() -> dict[str, Any]:
     """Read FINSIGHT_<SECTION>__<KEY> variables into flat dotted keys."""
     names = [name for name in os.environ
              if name.upper().startswith(ENV_PREFIX) and name.upper() != ENV_CONFIG_FILE]
-    _check_keys({_env_to_key(n): None for n in names}, {_env_to_key(n): f"from env {n}" for n in names})
-    # pydantic-settings decodes the values (JSON for lists and dicts, plain strings otherwise).
-    return _flatten(EnvSettingsSource(Settings, case_sensitive=False)())
+    keys = {RENAMED.get(_env_to_key(n), _env_to_key(n)): f"from env {n}" for n in names}
+    _check_keys(dict.fromkeys(keys), keys)
+    # pydantic-settings decodes the values (JSON for lists and dicts, plain strings otherwise);
+    # it does not know the old names of renamed keys, so their JSON is decoded here.
+    flat = _flatten(EnvSettingsSource(Settings, case_sensitive=False)())
+    for key, value in flat.items():
+        if key in RENAMED and isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+            with contextlib.suppress(ValueError):
+                flat[key] = json.loads(value)
+    return flat
 
 
 def _env_to_key(name: str) -> str:
@@ -352,7 +413,9 @@ def load_settings(
     merged: dict[str, Any] = {}
     sources: dict[str, Source] = {key: "default" for key in all_keys()}
     origin: dict[str, str] = {}
+    notes: list[str] = []
     for source, flat, where in layers:
+        flat, where = _apply_renames(flat, where, notes)
         _check_keys(flat, where)
         merged.update(flat)
         origin.update(where)
@@ -362,6 +425,7 @@ def load_settings(
     except ValidationError as exc:
         raise _config_error(exc, origin) from None
     settings._sources = sources
+    settings._deprecations = list(dict.fromkeys(notes))
     return settings
 
 

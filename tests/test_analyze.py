@@ -167,7 +167,7 @@ def test_document_mode_aggregates_sentences(cli, workspace, tmp_path):
 def test_group_by_writes_the_summary(cli, workspace, inputs, tmp_path):
     frame, files = inputs
     out = tmp_path / "scored.csv"
-    result = cli("--set", "predict.chunk_rows=64", "analyze", files["csv"], "--out", out,
+    result = cli("--set", "analyze.chunk_rows=64", "analyze", files["csv"], "--out", out,
                  "--model", workspace / "export-onnx", "--group-by", "ticker,date")
     assert result.exit_code == 0, result.output
     scored = pd.read_csv(out)
@@ -209,7 +209,7 @@ def test_memory_stays_flat_with_file_size(workspace, tmp_path):
         big.head(rows).to_csv(files[rows], index=False)
     del big
     model = str(workspace / "export-onnx")
-    peak = {rows: _peak_rss_kb(["--set", "predict.chunk_rows=2048", "analyze", str(path), "--out",
+    peak = {rows: _peak_rss_kb(["--set", "analyze.chunk_rows=2048", "analyze", str(path), "--out",
                                 str(tmp_path / f"o{rows}.csv"), "--model", model, "--batch-size", "512"])
             for rows, path in files.items()}
     assert len(pd.read_csv(tmp_path / "o100000.csv", usecols=["id"])) == 100_000

@@ -82,7 +82,7 @@ def test_set_values_are_yaml_scalars_never_evaluated():
 
 def test_env_lists_and_dicts_are_json(monkeypatch):
     monkeypatch.setenv("FINSIGHT_PREDICT__GROUP_BY", '["ticker", "date"]')
-    assert load_settings().predict.group_by == ["ticker", "date"]
+    assert load_settings().analyze.group_by == ["ticker", "date"]
 
 
 @pytest.mark.parametrize("override, named", [

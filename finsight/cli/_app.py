@@ -89,7 +89,10 @@ def settings(ctx: typer.Context, flags: Mapping[str, Any] | None = None):
     from finsight.config import load_settings
 
     opts = ctx.find_object(GlobalOptions) or GlobalOptions()
-    return load_settings(opts.config, opts.overrides, flags)
+    resolved = load_settings(opts.config, opts.overrides, flags)
+    for note in resolved.deprecations:
+        err.print(f"[yellow]warning:[/] {escape(note)}")
+    return resolved
 
 
 def verbose(ctx: typer.Context) -> bool:

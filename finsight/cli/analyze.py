@@ -46,10 +46,10 @@ def analyze(
     from finsight.analyze import analyze_files
 
     resolved = settings(ctx, {
-        "predict.out": out_file, "predict.model": model, "predict.backend": backend,
-        "predict.text_column": text_column, "predict.id_column": id_column,
-        "predict.keep_columns": _names(keep_columns), "predict.group_by": _names(group_by),
-        "predict.mode": mode, "predict.write_sentences": sentences,
+        "analyze.out": out_file, "predict.model": model, "predict.backend": backend,
+        "analyze.text_column": text_column, "analyze.id_column": id_column,
+        "analyze.keep_columns": _names(keep_columns), "analyze.group_by": _names(group_by),
+        "analyze.mode": mode, "analyze.write_sentences": sentences,
         "predict.batch_size": batch_size, "predict.device": device})
     with _progress() as progress:
         summary = analyze_files(inputs, resolved, on_progress=progress)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from finsight.cli._app import app, out, print_json, settings
@@ -19,26 +20,38 @@ _SOURCE_STYLE = {"default": "dim", "file": "cyan", "env": "magenta", "cli": "bol
 @config_app.command("show")
 def show(
     ctx: typer.Context,
+    key: Optional[str] = typer.Argument(None, help="One dotted key (or a section) to explain."),
     as_json: bool = typer.Option(False, "--json", help="Print {values, sources} as JSON."),
 ) -> None:
     """Print the resolved config and where each value came from."""
-    from finsight.config import all_keys, field_info, settings_as_dict
+    from finsight.config import RENAMED, all_keys, deprecation_message, explain_key, field_info, settings_as_dict
 
     resolved = settings(ctx)
     values = settings_as_dict(resolved)
     sources = resolved.sources
+    keys = explain_key(key) if key else all_keys()  # a deprecated or unknown key raises here
     if as_json:
-        print_json({"values": values, "sources": sources})
+        if key:
+            print_json({"values": {k: _value(values, k) for k in keys},
+                        "sources": {k: sources[k] for k in keys}})
+        else:
+            print_json({"values": values, "sources": sources})
         return
+    if key in RENAMED:
+        out.print(f"[yellow]{escape(deprecation_message(key))}[/]")
     table = Table(title="finsight config", show_lines=False)
     for column in ("key", "value", "source", "description"):
         table.add_column(column, overflow="fold")
-    for key in all_keys():
-        head, _, tail = key.partition(".")
-        value = values[head][tail] if tail else values[head]
+    for key in keys:
+        value = _value(values, key)
         style = _SOURCE_STYLE[sources[key]]
         table.add_row(key, repr(value), f"[{style}]{sources[key]}[/]", field_info(key).description)
     out.print(table)
+
+
+def _value(values: dict, key: str):
+    head, _, tail = key.partition(".")
+    return values[head][tail] if tail else values[head]
 
 
 @config_app.command("init")

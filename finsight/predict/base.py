@@ -18,13 +18,26 @@ from finsight.labels import LABELS
 
 @runtime_checkable
 class Predictor(Protocol):
-    """Scores texts: ``predict(texts)`` -> float32 ``(n, 3)`` probabilities in ``LABELS`` order."""
+    """Scores texts: ``predict(texts)`` -> float32 ``(n, 3)`` probabilities in ``LABELS`` order.
 
-    name: str
+    ``encode`` + ``submit`` split the same work in two so a caller can tokenize the next chunk
+    (or write the previous one) while a chunk is scored; ``predict(texts)`` equals
+    ``submit(encode(texts))()``.
+    """
+
+    name: str  # the backend: torch, onnx, torchscript, triton
+    source: str  # what it runs: a directory, a hub id or a server URL
+    device: str  # "cpu" or "cuda..."
     labels: tuple[str, ...]
     max_length: int
 
     def predict(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode(self, texts: Sequence[str]) -> "Encoded": ...
+
+    def predict_encoded(self, encoded: "Encoded") -> np.ndarray: ...
+
+    def submit(self, encoded: "Encoded") -> Callable[[], np.ndarray]: ...
 
 
 @dataclass
@@ -57,6 +70,7 @@ class EncoderPredictor:
     """
 
     name = "base"
+    device = "cpu"
     labels: tuple[str, ...] = LABELS
 
     def __init__(self, *, tokenizer: Any, order: np.ndarray, max_length: int, batch_size: int,

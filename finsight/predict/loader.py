@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from finsight.errors import BackendError, ModelError
-from finsight.predict.artifact import Artifact, find_export, resolve_artifact, source_model
+from finsight.model.ref import Artifact, find_export, resolve_artifact, source_model
 from finsight.predict.base import Predictor
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from finsight.errors import BackendError, ModelError
-from finsight.predict.artifact import Artifact
+from finsight.model.ref import Artifact
 from finsight.predict.base import EncoderPredictor, cpu_threads, softmax
 from finsight.predict.torch_backend import default_batch_size, load_tokenizer
 

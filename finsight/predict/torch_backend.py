@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from finsight.errors import BackendError, ModelError
-from finsight.predict.artifact import Artifact, label_order
+from finsight.model.ref import Artifact, label_order
 from finsight.predict.base import EncoderPredictor, cpu_threads
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from finsight.errors import ModelError
-from finsight.predict.artifact import Artifact
+from finsight.model.ref import Artifact
 from finsight.predict.base import EncoderPredictor
 from finsight.predict.torch_backend import default_batch_size, load_tokenizer, torch_runtime
 

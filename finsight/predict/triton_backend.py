@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from finsight.errors import BackendError
-from finsight.predict.artifact import Artifact
+from finsight.model.ref import Artifact
 from finsight.predict.base import EncoderPredictor, softmax
 from finsight.predict.torch_backend import default_batch_size, load_tokenizer
 
