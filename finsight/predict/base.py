@@ -1,4 +1,4 @@
-"""The Predictor protocol and the tokenize -> length-bucket -> batch -> softmax loop every backend shares.
+"""The Predictor protocol and the length-bucket -> batch -> softmax loop every backend shares.
 
 Backends only say how to run one padded batch (:meth:`EncoderPredictor._forward`); truncation,
 bucketing, label reordering and the truncation count live here once, so analyze, serve and the
@@ -8,12 +8,12 @@ Triton client apply the same rules.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from finsight.labels import LABELS
+from finsight.model.tokenizer import Encoded, Encoder
 
 
 @runtime_checkable
@@ -40,18 +40,6 @@ class Predictor(Protocol):
     def submit(self, encoded: "Encoded") -> Callable[[], np.ndarray]: ...
 
 
-@dataclass
-class Encoded:
-    """Token ids of a list of texts, unpadded; ``lengths`` count special tokens too."""
-
-    ids: list[list[int]]
-    lengths: np.ndarray  # int64 (n,)
-    truncated: np.ndarray  # bool (n,): the text had more than max_length tokens
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
 def cpu_threads(requested: int) -> int:
     """Intra-op threads: the requested count, else the cores this process may use."""
     if requested:
@@ -73,18 +61,13 @@ class EncoderPredictor:
     device = "cpu"
     labels: tuple[str, ...] = LABELS
 
-    def __init__(self, *, tokenizer: Any, order: np.ndarray, max_length: int, batch_size: int,
-                 input_names: Sequence[str], source: str):
-        self.max_length = int(max_length)
+    def __init__(self, *, encoder: Encoder, order: np.ndarray, batch_size: int, source: str):
+        self.encoder = encoder
+        self.max_length = encoder.max_length
+        self.input_names = encoder.input_names
         self.batch_size = int(batch_size)
-        self.input_names = tuple(input_names)
         self.source = source
         self._order = np.asarray(order, dtype=np.int64)
-        self._pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-        # The Rust tokenizer directly: one call encodes a whole list in parallel, off the GIL.
-        self._tokenizer = tokenizer.backend_tokenizer.__class__.from_str(tokenizer.backend_tokenizer.to_str())
-        self._tokenizer.no_padding()
-        self._tokenizer.enable_truncation(self.max_length)
 
     # ------------------------------------------------------------ public
 
@@ -92,11 +75,7 @@ class EncoderPredictor:
         return self.predict_encoded(self.encode(texts))
 
     def encode(self, texts: Sequence[str]) -> Encoded:
-        encodings = self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
-        ids = [e.ids for e in encodings]
-        lengths = np.fromiter((len(i) for i in ids), dtype=np.int64, count=len(ids))
-        truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(ids))
-        return Encoded(ids=ids, lengths=lengths, truncated=truncated)
+        return self.encoder.encode(texts)
 
     def predict_encoded(self, encoded: Encoded) -> np.ndarray:
         """Probabilities ``(n, 3)`` in canonical order; batches are sorted by length to cut padding."""
@@ -134,16 +113,7 @@ class EncoderPredictor:
 
     def _batches(self, encoded: Encoded, order: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            lengths = encoded.lengths[idx]
-            width = int(lengths.max())
-            input_ids = np.full((len(idx), width), self._pad_id, dtype=np.int64)
-            for row, i in enumerate(idx):
-                input_ids[row, :lengths[row]] = encoded.ids[i]
-            batch = {"input_ids": input_ids,
-                     "attention_mask": (np.arange(width) < lengths[:, None]).astype(np.int64),
-                     "token_type_ids": np.zeros_like(input_ids)}
-            yield {k: v for k, v in batch.items() if k in self.input_names}
+            yield self.encoder.pad(encoded, order[start:start + self.batch_size])
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.source} max_length={self.max_length}>"

@@ -9,7 +9,8 @@ import numpy as np
 from finsight.errors import BackendError, ModelError
 from finsight.model.ref import Artifact
 from finsight.predict.base import EncoderPredictor, cpu_threads, softmax
-from finsight.predict.torch_backend import default_batch_size, load_tokenizer
+from finsight.model.tokenizer import INPUT_NAMES, Encoder
+from finsight.predict.torch_backend import default_batch_size
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -62,15 +63,15 @@ class OnnxPredictor(EncoderPredictor):
         self.device = "cuda" if self.session.get_providers()[0] == CUDA else "cpu"
         outputs = [o.name for o in self.session.get_outputs()]
         self._output = "logits" if "logits" in outputs else outputs[0]
-        super().__init__(tokenizer=load_tokenizer(str(artifact.path)), order=artifact.label_order(),
-                         max_length=artifact.max_length(settings.model.max_length),
-                         batch_size=default_batch_size(opts, self.device),
-                         input_names=[i.name for i in self.session.get_inputs()],
-                         source=str(artifact.path))
-        unknown = set(self.input_names) - {"input_ids", "attention_mask", "token_type_ids"}
+        inputs = [i.name for i in self.session.get_inputs()]
+        unknown = set(inputs) - set(INPUT_NAMES)
         if unknown:
             raise ModelError(f"{model_file}: unexpected graph inputs {sorted(unknown)}; finsight "
                              "feeds input_ids, attention_mask and token_type_ids")
+        encoder = Encoder.from_dir(artifact.path, max_length=artifact.max_length(settings.model.max_length),
+                                   input_names=inputs)
+        super().__init__(encoder=encoder, order=artifact.label_order(),
+                         batch_size=default_batch_size(opts, self.device), source=str(artifact.path))
 
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         logits = self.session.run([self._output], batch)[0]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Any
 
 import numpy as np
 
 from finsight.errors import BackendError, ModelError
 from finsight.model.ref import Artifact, label_order
+from finsight.model.tokenizer import INPUT_NAMES, Encoder, load_tokenizer
 from finsight.predict.base import EncoderPredictor, cpu_threads
 
 
@@ -42,17 +44,14 @@ def torch_dtype(precision: str, device: str):
             "fp32": torch.float32}[precision]
 
 
-def load_tokenizer(location: str, revision: str | None = None):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load the tokenizer of {location}: {exc}".splitlines()[0]) from None
-    if not getattr(tokenizer, "is_fast", False):
-        raise ModelError(f"{location}: finsight needs a fast (Rust) tokenizer; save the model with "
-                         "a tokenizer.json (AutoTokenizer.from_pretrained(...).save_pretrained(DIR))")
-    return tokenizer
+def encoder_for(artifact: Artifact, settings: Any, *, input_names=None) -> Encoder:
+    """The artifact's encoder: straight from tokenizer.json for a directory, via transformers
+    for a hub id (downloaded or cached)."""
+    max_length = artifact.max_length(settings.model.max_length)
+    if artifact.path is not None:
+        return Encoder.from_dir(artifact.path, max_length=max_length, input_names=input_names)
+    return Encoder.from_transformers(load_tokenizer(artifact.ref, settings.model.revision),
+                                     max_length=max_length, input_names=input_names)
 
 
 class TorchPredictor(EncoderPredictor):
@@ -73,12 +72,11 @@ class TorchPredictor(EncoderPredictor):
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load model {artifact.location}: {exc}".splitlines()[0]) from None
         self.model = model.to(self.device).eval()
-        tokenizer = load_tokenizer(artifact.location, revision)
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        super().__init__(tokenizer=tokenizer, order=label_order(names, source=artifact.location),
-                         max_length=artifact.max_length(settings.model.max_length),
-                         batch_size=default_batch_size(opts, self.device),
-                         input_names=tokenizer.model_input_names, source=artifact.location)
+        accepted = inspect.signature(model.forward).parameters
+        encoder = encoder_for(artifact, settings, input_names=[n for n in INPUT_NAMES if n in accepted])
+        super().__init__(encoder=encoder, order=label_order(names, source=artifact.location),
+                         batch_size=default_batch_size(opts, self.device), source=artifact.location)
         self._pin = self.device.startswith("cuda")
 
     def _forward(self, batch: dict[str, np.ndarray]) -> Any:

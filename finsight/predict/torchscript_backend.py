@@ -9,7 +9,8 @@ import numpy as np
 from finsight.errors import ModelError
 from finsight.model.ref import Artifact
 from finsight.predict.base import EncoderPredictor
-from finsight.predict.torch_backend import default_batch_size, load_tokenizer, torch_runtime
+from finsight.model.tokenizer import INPUT_NAMES, Encoder
+from finsight.predict.torch_backend import default_batch_size, torch_runtime
 
 
 class TorchScriptPredictor(EncoderPredictor):
@@ -26,12 +27,11 @@ class TorchScriptPredictor(EncoderPredictor):
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelError(f"cannot load {model_file}: {exc}".splitlines()[0]) from None
         # Traced modules take positional inputs, in the order the manifest records.
-        inputs = [i["name"] for i in artifact.manifest.get("inputs", [])] or [
-            "input_ids", "attention_mask", "token_type_ids"]
-        super().__init__(tokenizer=load_tokenizer(str(artifact.path)), order=artifact.label_order(),
-                         max_length=artifact.max_length(settings.model.max_length),
-                         batch_size=default_batch_size(opts, self.device),
-                         input_names=inputs, source=str(artifact.path))
+        inputs = [i["name"] for i in artifact.manifest.get("inputs", [])] or list(INPUT_NAMES)
+        encoder = Encoder.from_dir(artifact.path, max_length=artifact.max_length(settings.model.max_length),
+                                   input_names=inputs)
+        super().__init__(encoder=encoder, order=artifact.label_order(),
+                         batch_size=default_batch_size(opts, self.device), source=str(artifact.path))
 
     def _forward(self, batch: dict[str, np.ndarray]) -> Any:
         import torch

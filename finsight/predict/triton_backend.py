@@ -13,10 +13,8 @@ import numpy as np
 from finsight.errors import BackendError
 from finsight.model.ref import Artifact
 from finsight.predict.base import EncoderPredictor, softmax
-from finsight.predict.torch_backend import default_batch_size, load_tokenizer
-
-
-DEFAULT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+from finsight.model.tokenizer import INPUT_NAMES
+from finsight.predict.torch_backend import default_batch_size, encoder_for
 
 
 def _client_module():
@@ -49,10 +47,9 @@ class TritonPredictor(EncoderPredictor):
         outputs = [o["name"] for o in metadata.get("outputs", [])]
         self._output = "logits" if "logits" in outputs or not outputs else outputs[0]
         batch_size = min(default_batch_size(settings.predict, "cpu"), cfg.max_batch_size)
-        super().__init__(tokenizer=load_tokenizer(artifact.location), order=artifact.label_order(),
-                         max_length=artifact.max_length(settings.model.max_length),
-                         batch_size=batch_size,
-                         input_names=[i["name"] for i in metadata.get("inputs", [])] or DEFAULT_INPUTS,
+        inputs = [i["name"] for i in metadata.get("inputs", [])] or list(INPUT_NAMES)
+        encoder = encoder_for(artifact, settings, input_names=inputs)
+        super().__init__(encoder=encoder, order=artifact.label_order(), batch_size=batch_size,
                          source=f"triton://{cfg.url}/{cfg.model_name}")
 
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
