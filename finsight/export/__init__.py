@@ -17,13 +17,13 @@ from finsight.artifacts import MANIFEST, file_hashes, read_manifest, write_manif
 from finsight.errors import ConfigError, ExportValidationError, ModelError
 from finsight.export.onnx import OnnxExporter
 from finsight.export.torchscript import TorchScriptExporter
+from finsight.model import formats
 
-__all__ = ["FORMATS", "check_valid", "default_out_dir", "export_model"]
+__all__ = ["EXPORTERS", "check_valid", "default_out_dir", "export_model"]
 
 # The one table of formats: each knows its precision rules, how to build its file and how
 # to run it back for validation.
-FORMATS = {"onnx": OnnxExporter, "torchscript": TorchScriptExporter}
-_TITLE = {"onnx": "ONNX", "torchscript": "TorchScript"}
+EXPORTERS = {"onnx": OnnxExporter, "torchscript": TorchScriptExporter}
 
 
 def export_model(
@@ -43,7 +43,7 @@ def export_model(
     from finsight.io import atomic_dir
 
     cfg = settings.export
-    exporter = FORMATS[cfg.format]()
+    exporter = EXPORTERS[cfg.format]()
     precision = exporter.precision(cfg)  # refuses bad option combinations before any work
     step = on_step or (lambda message: None)
     started = time.perf_counter()
@@ -65,7 +65,7 @@ def export_model(
     if on_report is not None:
         on_report(manifest)
     if not report["passed"]:
-        title = f"{_TITLE[cfg.format]} {precision}"
+        title = f"{formats.title(cfg.format)} {precision}"
         raise ExportValidationError(
             f"{title} export failed validation: {'; '.join(failed_gates(report))}; the artifact at "
             f"{out} is marked invalid (see {out / MANIFEST})", report)
@@ -104,7 +104,7 @@ def _manifest(source, exporter, precision: str, fields: dict[str, Any], report: 
         **fields,
         "inputs": [{"name": name, "dtype": "int64", "shape": ["batch", "sequence"]}
                    for name in source.input_names],
-        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", num_labels]}],
+        "outputs": [{"name": formats.OUTPUT, "dtype": "float32", "shape": ["batch", num_labels]}],
         "labels": source.labels,
         "max_length": source.max_length,
         "source_model": str(source.path) if source.path is not None else source.ref,

@@ -15,7 +15,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from finsight.errors import DataError
-from finsight.export.source import OUTPUT, Source
+from finsight.export.source import Source
+from finsight.model.formats import OUTPUT
 
 TEXT_COLUMNS = ("text", "sentence", "headline", "title")
 LABEL_COLUMNS = ("label", "sentiment")
@@ -151,18 +152,16 @@ def _figures(ref: np.ndarray, exp: np.ndarray) -> dict[str, Any]:
 
 
 def _f1(ref: np.ndarray, exp: np.ndarray, labels: list[str] | None, model_labels: list[str]) -> dict:
-    from finsight.labels import LABELS, canonical_name
+    from finsight.labels import LABEL2ID, LABELS, canonical_order, checkpoint_labels
     from finsight.train.metrics import macro_f1
 
     none = {"macro_f1_reference": None, "macro_f1_export": None, "macro_f1_change": None}
-    mapped = [canonical_name(name) for name in model_labels]
-    if labels is None or sorted(m or "" for m in mapped) != sorted(LABELS):
+    if labels is None or checkpoint_labels(model_labels) is None:
         return none
-    to_id = {label: i for i, label in enumerate(LABELS)}
-    logit_to_id = np.array([to_id[m] for m in mapped])
-    truth = np.array([to_id[label] for label in labels])
-    f1_ref = macro_f1(truth, logit_to_id[ref.argmax(axis=1)], len(LABELS))
-    f1_exp = macro_f1(truth, logit_to_id[exp.argmax(axis=1)], len(LABELS))
+    order = canonical_order(model_labels)
+    truth = np.array([LABEL2ID[label] for label in labels])
+    f1_ref = macro_f1(truth, ref[:, order].argmax(axis=1), len(LABELS))
+    f1_exp = macro_f1(truth, exp[:, order].argmax(axis=1), len(LABELS))
     return {"macro_f1_reference": f1_ref, "macro_f1_export": f1_exp, "macro_f1_change": f1_exp - f1_ref}
 
 
