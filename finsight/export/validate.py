@@ -18,8 +18,6 @@ from finsight.errors import DataError
 from finsight.export.source import Source
 from finsight.model.formats import OUTPUT
 
-TEXT_COLUMNS = ("text", "sentence", "headline", "title")
-LABEL_COLUMNS = ("label", "sentiment")
 BATCH = 32  # the "many" batch size
 SINGLE_SHARE = 4  # a quarter of the rows (at most one batch of them) run at batch size 1
 _CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
@@ -58,39 +56,13 @@ def _recorded_split(source: Source) -> Path | None:
 
 
 def _read_file(path: Path, settings, *, kind: str) -> ValidationSet:
-    from finsight.io import LINE, list_columns, read_table, resolve_column
-    from finsight.labels import to_canonical
+    from finsight.data.load import read_labeled
 
-    cfg = settings.data
     if not path.exists():
         raise DataError(f"validation data {path} not found; pass an existing file to --validate-data "
                         "(text column, optional label column) or a `finsight prep` output dir")
-    columns = list_columns(path, encoding=cfg.encoding)
-    text = resolve_column(columns, cfg.text_column, TEXT_COLUMNS, path=path, role="text",
-                          flag="--set data.text_column=NAME")
-    label = _label_column(columns, cfg.label_column, path)
-    frame = read_table(path, encoding=cfg.encoding, columns=[c for c in (text, label) if c])
-    empty = frame[text].isna() | (frame[text].astype(str).str.strip() == "")
-    if empty.any():
-        line = int(frame.loc[empty, LINE].iloc[0])
-        raise DataError(f"{path}: row {line} has an empty '{text}'; remove such rows from the "
-                        "validation data")
-    labels = None
-    if label is not None:
-        labels = to_canonical(frame[label], cfg.label_map, source=str(path),
-                              flag="--set 'data.label_map={SRC: LABEL}', e.g.").tolist()
-    return ValidationSet(frame[text].astype(str).tolist(), labels, str(path.resolve()), kind)
-
-
-def _label_column(columns: Sequence[str], requested: str | None, path: Path) -> str | None:
-    """The label column if there is one: labels are optional for validation."""
-    from finsight.io import resolve_column
-
-    if requested is not None:
-        return resolve_column(columns, requested, LABEL_COLUMNS, path=path, role="label",
-                              flag="--set data.label_column=NAME")
-    lowered = {c.lower(): c for c in columns}
-    return next((lowered[name] for name in LABEL_COLUMNS if name in lowered), None)
+    rows = read_labeled(path, settings.data, require_labels=False)
+    return ValidationSet(rows.texts, rows.labels, rows.source, kind)
 
 
 def _subsample(chosen: ValidationSet, max_rows: int) -> ValidationSet:

@@ -19,8 +19,6 @@ from finsight.train.quiet import quiet
 if TYPE_CHECKING:
     import pandas as pd
 
-TEXT_COLUMNS = ("text", "sentence", "headline", "title")
-LABEL_COLUMNS = ("label", "sentiment")
 
 
 def evaluate(model_ref: str | Path, data: str | Path | None, settings, *, split: str = "test",
@@ -111,22 +109,10 @@ def _is_hf_dataset(path: Path) -> bool:
 def _read_labeled_file(path: Path, settings) -> "pd.DataFrame":
     import pandas as pd
 
-    from finsight.io import LINE, read_table, resolve_column
-    from finsight.labels import to_canonical
+    from finsight.data.load import read_labeled
 
-    cfg = settings.data
-    frame = read_table(path, format=cfg.format, encoding=cfg.encoding)
-    text = resolve_column(frame.columns, cfg.text_column, TEXT_COLUMNS, path=path, role="text",
-                          flag="--set data.text_column=NAME")
-    label = resolve_column(frame.columns, cfg.label_column, LABEL_COLUMNS, path=path, role="label",
-                           flag="--set data.label_column=NAME")
-    empty = frame[text].isna() | (frame[text].astype(str).str.strip() == "")
-    if empty.any():
-        line = int(frame.loc[empty, LINE].iloc[0])
-        raise DataError(f"{path}: row {line} has an empty '{text}'; remove such rows or run `finsight prep`")
-    labels = to_canonical(frame[label], cfg.label_map, source=str(path),
-                          flag="--set 'data.label_map={SRC: LABEL}', e.g.")
-    return pd.DataFrame({"text": frame[text].astype(str).to_numpy(), "label": labels.to_numpy()})
+    rows = read_labeled(path, settings.data, require_labels=True)
+    return pd.DataFrame({"text": rows.texts, "label": rows.labels})
 
 
 def _write(out_dir: Path, metrics: dict) -> None:
