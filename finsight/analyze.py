@@ -22,6 +22,7 @@ from finsight.errors import DataError
 from finsight.io import (ID_COLUMNS, TEXT_COLUMNS, TableWriter, WRITE_FORMATS, detect_format, iter_chunks,
                          list_columns, resolve_column)
 from finsight.labels import LABELS
+from finsight.paths import default_path
 from finsight.predict.scores import SCORE_COLUMNS, assign_scores
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def output_path(first_input: Path, settings: Any) -> Path:
         return Path(settings.analyze.out)
     fmt = detect_format(first_input, settings.data.format)
     ext = fmt if fmt in WRITE_FORMATS else "parquet"
-    return settings.workdir / "analyze" / f"{first_input.stem}.scored.{ext}"
+    return default_path(settings, "analyze", f"{first_input.stem}.scored.{ext}")
 
 
 def sidecar_path(out: Path, kind: str) -> Path:

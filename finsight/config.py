@@ -232,7 +232,11 @@ class Settings(BaseSettings):
 
     def tracking_uri(self) -> str:
         uri = self.registry.tracking_uri
-        return uri or f"sqlite:///{(self.workdir / 'mlflow.db').resolve()}"
+        if uri:
+            return uri
+        from finsight.paths import mlflow_db
+
+        return f"sqlite:///{mlflow_db(self)}"
 
 
 def section_names() -> list[str]:

@@ -18,6 +18,8 @@ from finsight.errors import ConfigError, ExportValidationError, ModelError
 from finsight.export.onnx import OnnxExporter
 from finsight.export.torchscript import TorchScriptExporter
 from finsight.model import formats
+from finsight.paths import default_path
+from finsight.results import ExportResult
 
 __all__ = ["EXPORTERS", "check_valid", "default_out_dir", "export_model"]
 
@@ -32,8 +34,8 @@ def export_model(
     *,
     on_step: Callable[[str], None] | None = None,
     on_report: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Export ``model`` (a model dir or hub id) as ``settings.export`` says; return the manifest.
+) -> ExportResult:
+    """Export ``model`` (a model dir, hub id or ``models:/`` ref) as ``settings.export`` says.
 
     ``on_report`` sees the manifest (with its validation report) once it is on disk, pass or
     fail; a failed gate then raises ExportValidationError naming the gate and the artifact.
@@ -69,7 +71,7 @@ def export_model(
         raise ExportValidationError(
             f"{title} export failed validation: {'; '.join(failed_gates(report))}; the artifact at "
             f"{out} is marked invalid (see {out / MANIFEST})", report)
-    return manifest
+    return ExportResult.from_manifest(manifest)
 
 
 def default_out_dir(source, settings, fmt: str, precision: str) -> Path:
@@ -77,7 +79,7 @@ def default_out_dir(source, settings, fmt: str, precision: str) -> Path:
     suffix = "" if precision == "fp32" else f"-{precision}"
     if source.path is not None:
         return source.path.parent / f"export-{fmt}{suffix}"
-    return Path(settings.workdir) / "exports" / f"{source.name}-{fmt}{suffix}"
+    return default_path(settings, "export", f"{source.name}-{fmt}{suffix}")
 
 
 def check_valid(manifest: dict[str, Any], *, force: bool = False, where: str | Path = "") -> None:

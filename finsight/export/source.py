@@ -11,7 +11,6 @@ import numpy as np
 
 from finsight.artifacts import directory_sha256
 from finsight.errors import ModelError
-from finsight.model.formats import OUTPUT
 from finsight.model.ref import resolve_artifact
 from finsight.model.tokenizer import INPUT_NAMES, Encoder, load_tokenizer
 

@@ -59,7 +59,6 @@ class TorchPredictor(EncoderPredictor):
     name = "torch"
 
     def __init__(self, artifact: Artifact, settings: Any):
-        import torch
         from transformers import AutoModelForSequenceClassification
 
         opts = settings.predict

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SPLITS = ("train", "validation", "test")
-DATA_CARD = "data_card.json"
 _PREP_HINT = "run `finsight prep INPUT` and pass its output dir to --data"
 
 

@@ -7,13 +7,14 @@ and label mapping on identical rows: their numbers can be compared directly.
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finsight.errors import DataError
 from finsight.labels import LABEL2ID, LABELS
+from finsight.paths import default_path, safe_name
+from finsight.results import EvalResult
 from finsight.train.quiet import quiet
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 def evaluate(model_ref: str | Path, data: str | Path | None, settings, *, split: str = "test",
              backend: str | None = None, out: str | Path | None = None,
-             verbose: bool = False) -> dict[str, Any]:
+             verbose: bool = False) -> EvalResult:
     """Accuracy, macro-F1, per-class P/R/F1, confusion matrix and mean loss of ``model_ref``.
 
     ``data`` is a `prep` output dir (its ``<split>.parquet`` is used) or any labeled file
@@ -50,10 +51,10 @@ def evaluate(model_ref: str | Path, data: str | Path | None, settings, *, split:
         "loss": mean_log_loss(probs, y_true),
         "seconds": round(seconds, 3), "texts_per_s": round(len(frame) / seconds, 1) if seconds else None,
     }
-    out_dir = Path(out) if out else Path(settings.workdir) / "eval" / f"{model_name(model_ref)}-{split}"
+    out_dir = Path(out) if out else default_path(settings, "eval", f"{model_name(model_ref)}-{split}")
     metrics["out"] = str(out_dir.resolve())
     _write(out_dir, metrics)
-    return metrics
+    return EvalResult.from_metrics(metrics)
 
 
 def model_name(ref: str | Path) -> str:
@@ -66,7 +67,7 @@ def model_name(ref: str | Path) -> str:
             name = f"{path.parent.name}-{name}" if name != "model" else path.parent.name
     else:
         name = str(ref)
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+    return safe_name(name)
 
 
 def recorded_data_dir(model_ref: str | Path) -> Path:
