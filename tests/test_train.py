@@ -37,15 +37,8 @@ def write_splits(frame, out: Path, *, splits=("train", "validation", "test")) ->
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny model gains nothing from a second thread, and on a busy machine two spinning
-    OpenMP threads make it ten times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)
 
 
 def _invoke(args):
