@@ -217,13 +217,22 @@ class TritonServer:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
     def failure_reason(self) -> str:
-        """The server's own error lines (e.g. why a model failed to load), else its last line."""
-        lines = self.log_text().splitlines()
-        errors = [m.group(1).strip() for m in map(_ERROR_LINE.match, lines) if m]
-        if errors:
-            return "; ".join(dict.fromkeys(errors))
-        tail = [line for line in lines if line.strip()]
-        return tail[-1].strip() if tail else "no output"
+        """Why the server failed, in its own words: the models that failed to load, else its
+        other error lines, else its last line."""
+        return failure_reason(self.log_text())
+
+
+def failure_reason(log: str) -> str:
+    lines = log.splitlines()
+    # glog error lines quote the message and escape its newlines; the first line says it.
+    errors = [m.group(1).strip().strip('"').split("\\n")[0].strip()
+              for m in map(_ERROR_LINE.match, lines) if m]
+    errors = list(dict.fromkeys(e for e in errors if e))
+    loads = [e for e in errors if "failed to load" in e]
+    if loads or errors:
+        return "; ".join(loads or errors)
+    tail = [line for line in lines if line.strip()]
+    return tail[-1].strip() if tail else "no output"
 
 
 def server_ready(http_url: str, timeout_s: float = 2.0) -> bool:
