@@ -156,6 +156,8 @@ class TritonSettings(Section):
     max_batch_size: int = Field(
         64, ge=1, description="max batch size in the Triton model configs; the client's batches too")
     timeout_s: float = Field(30.0, gt=0, description="client connection and request timeout in seconds")
+    concurrency: int = Field(
+        4, ge=1, description="requests the triton backend keeps in flight; more wait on the client, not the server")
     kind: Literal["cpu", "gpu"] = Field(
         "cpu", description="instance kind of the classifier: KIND_CPU or KIND_GPU")
     instances: int = Field(1, ge=1, description="instances of the classifier (per GPU for kind gpu)")

@@ -162,6 +162,32 @@ def test_the_tokenizer_model_gives_the_local_predictors_token_ids(served, texts)
     client.close()
 
 
+def test_the_ensemble_takes_raw_text_and_gives_probabilities_and_label(served, texts):
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(served["server"].grpc_url)
+    batch = texts[:5] + texts[-3:]
+    item = grpcclient.InferInput("TEXT", [len(batch), 1], "BYTES")
+    item.set_data_from_numpy(np.array([[t.encode()] for t in batch], dtype=object))
+    result = client.infer("finsight", [item])
+    probs = result.as_numpy("probabilities")
+    assert probs.shape == (len(batch), len(LABELS))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    labels = [label.decode() for label in result.as_numpy("label").reshape(-1)]
+    assert labels == [LABELS[i] for i in probs.argmax(axis=1)]
+    client.close()
+
+
+def test_rebuilding_under_another_name_leaves_only_the_new_models(cli, served, tmp_path):
+    repo = tmp_path / "repo"
+    for name in ("first", "second"):
+        result = cli("triton", "build", served["export"], "--repo", repo, "--name", name)
+        assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == [
+        "second", "second_model", "second_postprocess", "second_tokenizer"]
+    assert (repo / "second" / "1").is_dir()  # the ensemble's empty version directory stays
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_analyze_through_triton_matches_onnx(cli, served, texts, tmp_path, protocol):
     frame = pd.DataFrame({"id": range(len(texts)), "text": texts}).sample(frac=1.0, random_state=1)

@@ -8,6 +8,7 @@ sorted by length, so the server pads little) and the truncation count.
 
 from __future__ import annotations
 
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -62,7 +63,7 @@ class TritonClient:
             else:
                 self.client = self.module.InferenceServerClient(
                     url=self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s,
-                    concurrency=4)
+                    concurrency=cfg.concurrency)
         except Exception as exc:  # noqa: BLE001 - tritonclient raises its own and socket errors
             raise BackendError(f"cannot connect to Triton at {self.url} ({self.protocol}): "
                                f"{_first_line(exc)}; check triton.url") from None
@@ -164,6 +165,8 @@ class TritonPredictor(EncoderPredictor):
                                f"{artifact.location} at {encoder.max_length}; pass the model the "
                                "repository was built from")
         batch_size = min(default_batch_size(settings.predict, "cpu"), cfg.max_batch_size)
+        self._concurrency = cfg.concurrency
+        self._in_flight: deque[_Pending] = deque()
         super().__init__(encoder=encoder, order=np.arange(len(LABELS)), batch_size=batch_size,
                          source=f"triton+{self.client.protocol}://{self.client.url}/{cfg.model_name}")
 
@@ -181,8 +184,26 @@ class TritonPredictor(EncoderPredictor):
             rows = order[start:start + self.batch_size]
             yield np.array([[texts[i].encode("utf-8")] for i in rows], dtype=object)
 
-    def _forward(self, batch: np.ndarray) -> Callable[[], np.ndarray]:
-        return self.client.infer(self.model_name, batch)
+    def _forward(self, batch: np.ndarray) -> "_Pending":
+        # At most triton.concurrency requests in flight: the rest wait here, so a request's
+        # timeout counts its own time on the server, not a queue of this call's batches.
+        while len(self._in_flight) >= self._concurrency:
+            self._in_flight.popleft().result()
+        pending = _Pending(self.client.infer(self.model_name, batch))
+        self._in_flight.append(pending)
+        return pending
 
-    def _finish(self, outputs: list[Callable[[], np.ndarray]]) -> np.ndarray:
-        return np.concatenate([wait() for wait in outputs]).astype(np.float32, copy=False)
+    def _finish(self, outputs: list["_Pending"]) -> np.ndarray:
+        return np.concatenate([pending.result() for pending in outputs]).astype(np.float32, copy=False)
+
+
+class _Pending:
+    """One request's result, fetched once."""
+
+    def __init__(self, wait: Callable[[], np.ndarray]):
+        self._wait, self._value = wait, None
+
+    def result(self) -> np.ndarray:
+        if self._value is None:
+            self._value = self._wait()
+        return self._value
