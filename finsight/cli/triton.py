@@ -97,8 +97,10 @@ def _render(report: dict[str, Any]) -> None:
     table.add_row("server", f"{report['server']} ({report['protocol']}, {where})")
     table.add_row("compared with", f"local ONNX predictor on {report['source']}")
     table.add_row("texts", f"{report['rows']} ({report['truncated_rows']} longer than max_length)")
-    by_size = ", ".join(f"batch {size}: {fig['max_abs_diff']:.2e}" for size, fig in report["by_batch_size"].items())
-    table.add_row("max |prob diff|", f"{report['max_abs_diff']:.2e} (limit {report['max_abs_diff_limit']:g}; {by_size})")
+    by_size = ", ".join(f"batch {size}: {fig['max_abs_diff']:.2e}"
+                        for size, fig in report["by_batch_size"].items())
+    table.add_row("max |prob diff|", f"{report['max_abs_diff']:.2e} "
+                  f"(limit {report['max_abs_diff_limit']:g}; {by_size})")
     table.add_row("label agreement", f"{report['agreement']:.2%} ({report['disagreements']} differ)")
     latency = report["latency_ms"]
     table.add_row("latency", f"one text: p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms; "

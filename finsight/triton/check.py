@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from finsight.errors import BackendError
+from finsight.errors import BackendError, ModelError
 from finsight.triton.repository import read_repository
 
 
@@ -33,21 +34,26 @@ def check_repository(repo: str, settings: Any, *, url: str | None = None,
     texts = list(texts or SAMPLE_SENTENCES)
     settings = settings.model_copy(deep=True)
     settings.triton.model_name = manifest["name"]
+    if not Path(manifest["source"]).is_dir():
+        raise ModelError(f"{manifest['path']} was built from {manifest['source']}, which is gone; the "
+                         "check compares against that export: rebuild the repository from one")
     step(f"loading the local ONNX predictor on {manifest['source']}")
     local = load_predictor(manifest["source"], settings, backend="onnx")
     with _server(manifest["path"], settings, url, step) as server_url:
         settings.triton.url = server_url
         remote = TritonPredictor(resolve_artifact(manifest["source"], settings), settings)
         step(f"sending {len(texts)} texts to '{manifest['name']}' at {server_url}, one by one and batched")
-        single, latencies = [], []
-        for text in texts:
+        try:
+            single, latencies = [], []
+            for text in texts:
+                started = time.perf_counter()
+                single.append(remote.predict([text]))
+                latencies.append(time.perf_counter() - started)
             started = time.perf_counter()
-            single.append(remote.predict([text]))
-            latencies.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        batched = remote.predict(texts)
-        batch_s = time.perf_counter() - started
-        remote.client.close()
+            batched = remote.predict(texts)
+            batch_s = time.perf_counter() - started
+        finally:
+            remote.client.close()
     reference = local.predict(texts)
     return _report(manifest, settings, server_url, url is None, texts, reference,
                    {"1": np.concatenate(single), str(len(texts)): batched},
