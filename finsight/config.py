@@ -147,11 +147,35 @@ class RegistrySettings(Section):
 
 
 class TritonSettings(Section):
-    url: str = Field("127.0.0.1:8000", description="Triton HTTP endpoint host:port")
-    model_name: str = Field("finsight", description="model name in the Triton repository")
+    url: str = Field(
+        "127.0.0.1:8000", description="Triton endpoint host:port (the HTTP or the gRPC port, as triton.protocol says)")
+    protocol: Literal["http", "grpc"] = Field("http", description="how the triton backend talks to the server")
+    model_name: str = Field(
+        "finsight", description="the ensemble's name: what triton build names it and the triton backend calls")
     repository: Path | None = Field(None, description="model repository dir; None: <workdir>/triton")
-    max_batch_size: int = Field(64, ge=1, description="max batch size in the Triton model config")
-    timeout_s: float = Field(30.0, gt=0, description="client request timeout in seconds")
+    max_batch_size: int = Field(
+        64, ge=1, description="max batch size in the Triton model configs; the client's batches too")
+    timeout_s: float = Field(30.0, gt=0, description="client connection and request timeout in seconds")
+    concurrency: int = Field(
+        4, ge=1, description="requests the triton backend keeps in flight; more wait on the client, not the server")
+    kind: Literal["cpu", "gpu"] = Field(
+        "cpu", description="instance kind of the classifier: KIND_CPU or KIND_GPU")
+    instances: int = Field(1, ge=1, description="instances of the classifier (per GPU for kind gpu)")
+    classifier_backend: Literal["onnxruntime", "python"] = Field(
+        "onnxruntime",
+        description="onnxruntime: Triton's ORT backend; python: a python-backend model running onnxruntime")
+    preferred_batch_sizes: list[int] = Field(
+        default_factory=lambda: [8, 32], description="dynamic batching: batch sizes the scheduler aims for")
+    max_queue_delay_us: int = Field(
+        1000, ge=0, description="dynamic batching: longest a request waits for others, in microseconds")
+    tensorrt_fp16: bool = Field(False, description="kind gpu, onnxruntime: add the TensorRT fp16 accelerator")
+    server_env: Path | None = Field(
+        None, description="Python env (numpy<2) of the python-backend models when finsight starts "
+        "tritonserver; None: <venv>-triton, built by make install")
+    start_timeout_s: float = Field(
+        60.0, gt=0, description="how long a started tritonserver may take to be ready")
+    max_abs_diff: float = Field(
+        1e-4, ge=0.0, description="triton check: max |probability diff| against the local ONNX predictor")
 
 
 class PredictSettings(Section):

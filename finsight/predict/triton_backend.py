@@ -1,66 +1,209 @@
-"""The Triton client backend: tokenizes here, sends padded batches to a Triton server over HTTP.
+"""The Triton client backend: sends raw text to a ``finsight triton build`` ensemble over HTTP or gRPC.
 
-The tokenizer, labels and max_length come from the local model/export dir given as the ref,
-so truncation and label order are the same as in the other backends.
+The server tokenizes (with the same :class:`~finsight.model.Encoder`, shipped into the
+repository) and returns probabilities in finsight's label order. The local ref's tokenizer
+is still used here, for what the other backends report too: token lengths (batches go out
+sorted by length, so the server pads little) and the truncation count.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from finsight.errors import BackendError
+from finsight.labels import LABELS
 from finsight.model.ref import Artifact
-from finsight.predict.base import EncoderPredictor, softmax
-from finsight.model.tokenizer import INPUT_NAMES
+from finsight.model.tokenizer import Encoded
+from finsight.predict.base import EncoderPredictor
 from finsight.predict.torch_backend import default_batch_size, encoder_for
 
+TEXT, PROBABILITIES = "TEXT", "probabilities"
 
-def _client_module():
+
+@dataclass
+class TextEncoded(Encoded):
+    """:class:`Encoded` plus the texts themselves: what goes to the server."""
+
+    texts: list[str] = field(default_factory=list)
+
+
+def _client_module(protocol: str):
     try:
-        import tritonclient.http as httpclient
+        if protocol == "grpc":
+            import tritonclient.grpc as client
+        else:
+            import tritonclient.http as client
     except ImportError:
-        raise BackendError("the triton backend needs tritonclient: pip install 'finsight[triton]'") from None
-    return httpclient
+        raise BackendError(f"the triton backend ({protocol}) needs tritonclient: "
+                           "pip install 'finsight[triton]'") from None
+    return client
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+class TritonClient:
+    """One protocol-neutral client of a Triton server: health, metadata, asynchronous infer."""
+
+    def __init__(self, cfg: Any):
+        self.protocol = cfg.protocol
+        self.url = cfg.url.split("://", 1)[-1]
+        self.timeout_s = float(cfg.timeout_s)
+        self.module = _client_module(self.protocol)
+        try:
+            if self.protocol == "grpc":
+                self.client = self.module.InferenceServerClient(url=self.url)
+            else:
+                self.client = self.module.InferenceServerClient(
+                    url=self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s,
+                    concurrency=cfg.concurrency)
+        except Exception as exc:  # noqa: BLE001 - tritonclient raises its own and socket errors
+            raise BackendError(f"cannot connect to Triton at {self.url} ({self.protocol}): "
+                               f"{_first_line(exc)}; check triton.url") from None
+
+    def _call(self, method: str, *args: Any) -> Any:
+        kwargs = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+        return getattr(self.client, method)(*args, **kwargs)
+
+    def ready_model(self, name: str) -> dict[str, Any]:
+        """The metadata of model ``name``; one clear error when the server is down or lacks it."""
+        try:
+            live = self._call("is_server_live")
+        except Exception as exc:  # noqa: BLE001
+            raise BackendError(f"no Triton server answers at {self.url} ({self.protocol}: "
+                               f"{_first_line(exc)}); start one on a finsight triton build "
+                               "repository or set triton.url / triton.protocol") from None
+        try:
+            ready = live and self._call("is_model_ready", name)
+            metadata = self._call("get_model_metadata", name) if ready else None
+        except Exception as exc:  # noqa: BLE001
+            raise BackendError(f"Triton at {self.url}: model '{name}': {_first_line(exc)}") from None
+        if not ready:
+            raise BackendError(f"Triton at {self.url} has no ready model '{name}'; check "
+                               "triton.model_name and the server's model repository")
+        if self.protocol == "grpc":
+            from google.protobuf.json_format import MessageToDict
+
+            metadata = MessageToDict(metadata, preserving_proto_field_name=True)
+        return metadata
+
+    def model_parameters(self, name: str) -> dict[str, str]:
+        """String parameters of model ``name``'s config ({} when it has none or is absent)."""
+        try:
+            config = self._call("get_model_config", name)
+        except Exception:  # noqa: BLE001 - a hand-made ensemble may lack the tokenizer model
+            return {}
+        if self.protocol == "grpc":
+            from google.protobuf.json_format import MessageToDict
+
+            config = MessageToDict(config.config, preserving_proto_field_name=True)
+        return {k: str(v.get("string_value", "")) for k, v in (config.get("parameters") or {}).items()}
+
+    def infer(self, model: str, texts: np.ndarray) -> Callable[[], np.ndarray]:
+        """Send one batch (``(n, 1)`` object array of utf-8 bytes); the returned function waits
+        for its ``probabilities``."""
+        item = self.module.InferInput(TEXT, list(texts.shape), "BYTES")
+        item.set_data_from_numpy(texts)
+        outputs = [self.module.InferRequestedOutput(PROBABILITIES)]
+        try:
+            if self.protocol == "grpc":
+                future: Future = Future()
+                self.client.async_infer(
+                    model, [item], lambda result, error: future.set_exception(error) if error
+                    else future.set_result(result), outputs=outputs, client_timeout=self.timeout_s)
+                wait = lambda: future.result(self.timeout_s * 2)  # noqa: E731 - the RPC's own timeout fires first
+            else:
+                request = self.client.async_infer(model, [item], outputs=outputs)
+                wait = lambda: request.get_result(timeout=self.timeout_s)  # noqa: E731
+        except Exception as exc:  # noqa: BLE001
+            raise self._failed(model, exc) from None
+
+        def result() -> np.ndarray:
+            try:
+                return np.asarray(wait().as_numpy(PROBABILITIES), dtype=np.float32)
+            except Exception as exc:  # noqa: BLE001
+                raise self._failed(model, exc) from None
+
+        return result
+
+    def _failed(self, model: str, exc: BaseException) -> BackendError:
+        return BackendError(f"Triton inference on '{model}' at {self.url} ({self.protocol}) failed: "
+                            f"{_first_line(exc)}")
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection
+            pass
 
 
 class TritonPredictor(EncoderPredictor):
     name = "triton"
 
     def __init__(self, artifact: Artifact, settings: Any):
-        httpclient = _client_module()
-        self._http = httpclient
         cfg = settings.triton
         self.model_name = cfg.model_name
-        try:
-            self.client = httpclient.InferenceServerClient(
-                url=cfg.url, connection_timeout=cfg.timeout_s, network_timeout=cfg.timeout_s)
-            ready = self.client.is_model_ready(cfg.model_name)
-            metadata = self.client.get_model_metadata(cfg.model_name) if ready else {}
-        except Exception as exc:  # noqa: BLE001 - the client raises socket and HTTP errors alike
-            raise BackendError(f"Triton server at {cfg.url} is unreachable ({exc}); start it or "
-                               "set triton.url") from None
-        if not ready:
-            raise BackendError(f"Triton at {cfg.url} has no ready model '{cfg.model_name}'; "
-                               "check triton.model_name and the server's model repository")
+        self.client = TritonClient(cfg)
+        metadata = self.client.ready_model(cfg.model_name)
+        inputs = [i["name"] for i in metadata.get("inputs", [])]
         outputs = [o["name"] for o in metadata.get("outputs", [])]
-        self._output = "logits" if "logits" in outputs or not outputs else outputs[0]
+        if inputs != [TEXT] or PROBABILITIES not in outputs:
+            raise BackendError(f"Triton model '{cfg.model_name}' at {self.client.url} takes {inputs} "
+                               f"and gives {outputs}, not {TEXT} -> {PROBABILITIES}; point "
+                               "triton.model_name at an ensemble written by finsight triton build")
+        encoder = encoder_for(artifact, settings)
+        served = self.client.model_parameters(f"{cfg.model_name}_tokenizer").get("max_length")
+        if served and int(served) != encoder.max_length:
+            raise BackendError(f"Triton's {cfg.model_name}_tokenizer truncates at {served} tokens but "
+                               f"{artifact.location} at {encoder.max_length}; pass the model the "
+                               "repository was built from")
         batch_size = min(default_batch_size(settings.predict, "cpu"), cfg.max_batch_size)
-        inputs = [i["name"] for i in metadata.get("inputs", [])] or list(INPUT_NAMES)
-        encoder = encoder_for(artifact, settings, input_names=inputs)
-        super().__init__(encoder=encoder, order=artifact.label_order(), batch_size=batch_size,
-                         source=f"triton://{cfg.url}/{cfg.model_name}")
+        self._concurrency = cfg.concurrency
+        self._in_flight: deque[_Pending] = deque()
+        super().__init__(encoder=encoder, order=np.arange(len(LABELS)), batch_size=batch_size,
+                         source=f"triton+{self.client.protocol}://{self.client.url}/{cfg.model_name}")
 
-    def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        inputs = []
-        for name, array in batch.items():
-            item = self._http.InferInput(name, list(array.shape), "INT64")
-            item.set_data_from_numpy(array)
-            inputs.append(item)
-        try:
-            result = self.client.infer(self.model_name, inputs,
-                                       outputs=[self._http.InferRequestedOutput(self._output)])
-        except Exception as exc:  # noqa: BLE001
-            raise BackendError(f"Triton inference on '{self.model_name}' failed: {exc}") from None
-        return softmax(result.as_numpy(self._output))
+    def encode(self, texts: Sequence[str]) -> TextEncoded:
+        encoded = self.encoder.encode(texts)
+        return TextEncoded(ids=encoded.ids, lengths=encoded.lengths, truncated=encoded.truncated,
+                           texts=[str(t) for t in texts])
+
+    def _batches(self, encoded: Encoded, order: np.ndarray) -> Iterator[np.ndarray]:
+        texts = getattr(encoded, "texts", None)
+        if texts is None or len(texts) != len(encoded):
+            raise BackendError("the triton backend sends raw text: score what its encode() "
+                               "returned (token ids alone cannot be sent)")
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            yield np.array([[texts[i].encode("utf-8")] for i in rows], dtype=object)
+
+    def _forward(self, batch: np.ndarray) -> "_Pending":
+        # At most triton.concurrency requests in flight: the rest wait here, so a request's
+        # timeout counts its own time on the server, not a queue of this call's batches.
+        while len(self._in_flight) >= self._concurrency:
+            self._in_flight.popleft().result()
+        pending = _Pending(self.client.infer(self.model_name, batch))
+        self._in_flight.append(pending)
+        return pending
+
+    def _finish(self, outputs: list["_Pending"]) -> np.ndarray:
+        return np.concatenate([pending.result() for pending in outputs]).astype(np.float32, copy=False)
+
+
+class _Pending:
+    """One request's result, fetched once."""
+
+    def __init__(self, wait: Callable[[], np.ndarray]):
+        self._wait, self._value = wait, None
+
+    def result(self) -> np.ndarray:
+        if self._value is None:
+            self._value = self._wait()
+        return self._value
