@@ -148,6 +148,9 @@ def test_the_tokenizer_model_gives_the_local_predictors_token_ids(served, texts)
     tokenizer_dir = served["repo"] / "finsight_tokenizer" / "1"
     for relative, module in shipped_modules().items():
         assert (tokenizer_dir / relative).read_bytes() == module.read_bytes(), relative
+    postprocess_dir = served["repo"] / "finsight_postprocess" / "1"
+    for relative, module in shipped_modules("postprocess").items():  # one label rule too
+        assert (postprocess_dir / relative).read_bytes() == module.read_bytes(), relative
     local = load_predictor(str(served["export"]), load_settings(), backend="onnx")
     assert local.encode(texts).truncated.any()  # long texts are in the set
     client = httpclient.InferenceServerClient(served["server"].http_url)

@@ -117,9 +117,3 @@ class EncoderPredictor:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.source} max_length={self.max_length}>"
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    logits = np.asarray(logits, dtype=np.float32)
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)

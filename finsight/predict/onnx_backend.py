@@ -8,7 +8,8 @@ import numpy as np
 
 from finsight.errors import BackendError, ModelError
 from finsight.model.ref import Artifact
-from finsight.predict.base import EncoderPredictor, cpu_threads, softmax
+from finsight.predict.base import EncoderPredictor, cpu_threads
+from finsight.predict.scores import softmax
 from finsight.model.tokenizer import INPUT_NAMES, Encoder
 from finsight.predict.torch_backend import default_batch_size
 

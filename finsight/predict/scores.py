@@ -9,7 +9,8 @@ checks) turns a predictor's ``(n, 3)`` probabilities in ``LABELS`` order into th
 - ``p_negative``, ``p_neutral``, ``p_positive``: the probabilities themselves;
 - ``sentiment``: ``p_positive - p_negative``, in [-1, 1].
 
-Rows that were not scored (no text) get no label and NaN numbers.
+Rows that were not scored (no text) get no label and NaN numbers. This module needs numpy
+alone, so the Triton postprocess model runs the same code (``finsight triton build`` ships it).
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ def _as_probs(probs: Any) -> np.ndarray:
     if array.ndim != 2 or array.shape[1] != len(LABELS):
         raise ValueError(f"probabilities must have shape (n, {len(LABELS)}), got {array.shape}")
     return array
+
+
+def softmax(logits: Any) -> np.ndarray:
+    """Probabilities from logits, per row (float32, numerically stable)."""
+    logits = np.asarray(logits, dtype=np.float32)
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def label_ids(probs: Any) -> np.ndarray:

@@ -29,9 +29,11 @@ from finsight.model.tokenizer import INPUT_NAMES, TOKENIZER_CONFIG, TOKENIZER_FI
 REPOSITORY_KIND = "triton-repository"
 PERF_INPUTS = "perf_inputs.json"
 _PYTHON_MODELS = Path(__file__).resolve().parent / "python_models"
-# finsight's modules the tokenizer model imports, copied unchanged (the package __init__s are
-# left empty so that importing the tokenizer pulls in nothing else).
-_SHIPPED = ("errors.py", "model/tokenizer.py")
+# finsight's own modules each python model imports, copied unchanged (the package __init__s are
+# left empty so that importing them pulls in nothing else): one tokenization rule and one
+# label rule, on the server and in the local predictors.
+_SHIPPED = {"tokenizer": ("errors.py", "model/tokenizer.py"),
+            "postprocess": ("errors.py", "labels.py", "predict/scores.py")}
 
 
 def default_repository(settings: Any) -> Path:
@@ -65,6 +67,7 @@ def build_repository(ref: str, settings: Any, *,
         _write_classifier(tmp / f"{name}_model" / "1", export, cfg.classifier_backend)
         _write_tokenizer(tmp / f"{name}_tokenizer" / "1", export)
         shutil.copy(_PYTHON_MODELS / "postprocess.py", tmp / f"{name}_postprocess" / "1" / "model.py")
+        _ship(tmp / f"{name}_postprocess" / "1", "postprocess")
         (tmp / PERF_INPUTS).write_text(perf_inputs(), encoding="utf-8")
         (tmp / "README.md").write_text(readme(name, cfg, export, max_length), encoding="utf-8")
         manifest = {
@@ -248,11 +251,7 @@ def parse_config(text: str, *, where: str = "config.pbtxt"):
 
 
 def _write_classifier(version_dir: Path, export: Artifact, backend: str) -> None:
-    model_file = export.path / export.manifest.get("model_file", "model.onnx")
-    if not model_file.is_file():
-        raise ModelError(f"{export.path}: export manifest names {model_file.name}, which is "
-                         "missing; re-run finsight export")
-    shutil.copy(model_file, version_dir / "model.onnx")
+    shutil.copy(export.model_file, version_dir / "model.onnx")
     if backend == "python":
         shutil.copy(_PYTHON_MODELS / "classifier.py", version_dir / "model.py")
 
@@ -267,22 +266,29 @@ def _write_tokenizer(version_dir: Path, export: Artifact) -> None:
         raise ModelError(f"{export.path}: no {TOKENIZER_FILE}; the Triton tokenizer model needs the "
                          "fast (Rust) tokenizer the export saves; re-run finsight export")
     shutil.copy(_PYTHON_MODELS / "tokenizer.py", version_dir / "model.py")
-    package = Path(finsight.__file__).resolve().parent
-    for relative in _SHIPPED:
-        target = version_dir / "finsight" / relative
+    _ship(version_dir, "tokenizer")
+
+
+def _ship(version_dir: Path, model: str) -> None:
+    """Copy the finsight modules ``model`` imports under ``version_dir/finsight/``."""
+    for relative, source in shipped_modules(model).items():
+        target = version_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(package / relative, target)
-    for init in (version_dir / "finsight" / "__init__.py", version_dir / "finsight" / "model" / "__init__.py"):
-        init.write_text('"""Shipped by finsight triton build: only what the tokenizer model imports."""\n',
-                        encoding="utf-8")
+        shutil.copy(source, target)
+        for package in target.relative_to(version_dir).parents:
+            if package.parts:
+                init = version_dir / package / "__init__.py"
+                if not init.exists():
+                    init.write_text('"""Shipped by finsight triton build: only what this model '
+                                    'imports."""\n', encoding="utf-8")
 
 
-def shipped_modules() -> dict[str, Path]:
-    """Repository-relative path under ``<name>_tokenizer/1/`` -> finsight's own module."""
+def shipped_modules(model: str = "tokenizer") -> dict[str, Path]:
+    """Path under ``<name>_<model>/1/`` -> finsight's own module it is a copy of."""
     import finsight
 
     package = Path(finsight.__file__).resolve().parent
-    return {f"finsight/{relative}": package / relative for relative in _SHIPPED}
+    return {f"finsight/{relative}": package / relative for relative in _SHIPPED[model]}
 
 
 def perf_inputs() -> str:

@@ -1,14 +1,20 @@
 """Triton python backend: logits -> ``probabilities`` in finsight's label order and ``label``.
 
 The label order comes from the export (``label_order`` parameter, written by ``finsight
-triton build``); the label is the most probable one, a tie going to the first, like finsight's
-own ``label`` column.
+triton build``); softmax and the label rule are finsight's own ``predict/scores.py``, shipped
+beside this file (``finsight/``), so the server's label is the one every other backend gives.
 """
 
 import json
+import sys
+from pathlib import Path
 
-import numpy as np
-import triton_python_backend_utils as pb_utils  # provided by the stub
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402  (provided by the stub)
+
+from finsight.predict.scores import label_ids, softmax  # noqa: E402  (the shipped copy)
 
 
 class TritonPythonModel:
@@ -23,9 +29,8 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             logits = pb_utils.get_input_tensor_by_name(request, "logits").as_numpy().astype(np.float32)
-            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-            probs = (shifted / shifted.sum(axis=1, keepdims=True))[:, self.order]
-            labels = self.labels[probs.argmax(axis=1)].reshape(-1, 1)
+            probs = softmax(logits)[:, self.order]
+            labels = self.labels[label_ids(probs)].reshape(-1, 1)
             responses.append(pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor("probabilities", np.ascontiguousarray(probs, dtype=np.float32)),
                 pb_utils.Tensor("label", labels)]))
