@@ -213,6 +213,7 @@ class PipelineSettings(Section):
     inputs: list[Path] = Field(default_factory=list, description="labelled files the prep stage reads")
     export_precisions: list[Literal["fp32", "fp16", "int8"]] = Field(
         default_factory=lambda: ["fp32", "int8"], description="ONNX exports the export stage writes, each validated")
+    triton: bool = Field(True, description="build a Triton repository (triton.*) from the export")
     analyze_inputs: list[Path] = Field(
         default_factory=list, description="files the analyze stage scores; empty skips the stage")
 

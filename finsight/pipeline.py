@@ -132,6 +132,15 @@ def _export(ctx: Context) -> dict[str, Any]:
     return {"outputs": outputs, "summary": summary}
 
 
+def _triton(ctx: Context) -> dict[str, Any]:
+    from finsight.triton.repository import build_repository
+
+    manifest = build_repository(str(ctx.path("train", "model_dir")), ctx.settings)
+    return {"outputs": {"repository": manifest["path"]},
+            "summary": {"models": manifest["models"], "classifier_backend": manifest["classifier_backend"],
+                        "source_precision": manifest["source_precision"]}}
+
+
 def _analyze(ctx: Context) -> dict[str, Any]:
     from finsight.analyze import analyze_files
 
@@ -160,6 +169,7 @@ STAGES: list[Stage] = [
     Stage("train", ("model", "train"), ("prep",), _train),
     Stage("evaluate", ("predict",), ("train", "prep"), _evaluate),
     Stage("export", ("export", "pipeline.export_precisions"), ("train",), _export),
+    Stage("triton", ("triton",), ("export",), _triton, enabled=lambda settings: settings.pipeline.triton),
     Stage("analyze", ("predict", "analyze", "pipeline.analyze_inputs"), ("train", "export"), _analyze,
           inputs=lambda ctx: [Path(p) for p in ctx.settings.pipeline.analyze_inputs],
           enabled=lambda settings: bool(settings.pipeline.analyze_inputs)),

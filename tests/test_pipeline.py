@@ -33,7 +33,7 @@ def _status(report):
 def test_pipeline_runs_skips_reruns_and_resumes(cli, project):
     first, report = _run(cli)
     assert first.exit_code == 0, first.stderr
-    assert _status(report) == dict.fromkeys(["prep", "train", "evaluate", "export", "analyze"], "ran")
+    assert _status(report) == dict.fromkeys(["prep", "train", "evaluate", "export", "triton", "analyze"], "ran")
     work = project / "finsight-work"
     stages = {s["name"]: s for s in report["stages"]}
     assert stages["prep"]["summary"]["rows_out"] == 300
@@ -43,6 +43,9 @@ def test_pipeline_runs_skips_reruns_and_resumes(cli, project):
     assert scored.startswith(str(work.resolve())) and (work / "analyze").is_dir()
     assert (work / "runs" / "demo" / "model" / "finsight.json").is_file()
     assert (work / "eval" / "demo-test" / "metrics.json").is_file()
+    repository = stages["triton"]["outputs"]["repository"]
+    assert (work / "triton" / "finsight" / "config.pbtxt").is_file() and repository == str((work / "triton").resolve())
+    assert stages["triton"]["summary"]["source_precision"] == "int8"  # the int8 export, as analyze uses
 
     again, report = _run(cli)
     assert again.exit_code == 0, again.stderr
@@ -52,18 +55,18 @@ def test_pipeline_runs_skips_reruns_and_resumes(cli, project):
     longer, report = _run(cli, "train.max_epochs=3")
     assert longer.exit_code == 0, longer.stderr
     assert _status(report) == {"prep": "skipped", "train": "ran", "evaluate": "ran", "export": "ran",
-                               "analyze": "ran"}
+                               "triton": "ran", "analyze": "ran"}
 
     # A failing export stops the run, names the stage and keeps what came before.
     broken, report = _run(cli, "train.max_epochs=3", "export.validate_data=missing.csv")
     assert broken.exit_code == 1
     assert "pipeline stopped at stage 'export'" in broken.stderr and "missing.csv" in broken.stderr
     assert _status(report) == {"prep": "skipped", "train": "skipped", "evaluate": "skipped",
-                               "export": "failed", "analyze": "not run"}
+                               "export": "failed", "triton": "not run", "analyze": "not run"}
     resumed, report = _run(cli, "train.max_epochs=3")
     assert resumed.exit_code == 0, resumed.stderr
     assert _status(report) == {"prep": "skipped", "train": "skipped", "evaluate": "skipped",
-                               "export": "ran", "analyze": "ran"}
+                               "export": "ran", "triton": "ran", "analyze": "ran"}
 
     forced, report = _run(cli, "train.max_epochs=3", args=("--from", "evaluate", "--to", "evaluate"))
     assert forced.exit_code == 0, forced.stderr
