@@ -149,5 +149,5 @@ def test_unreachable_server_fails_in_one_line(cli, one_thread, headlines, tmp_pa
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"registry.tracking_uri={url}" in lines[0], result.stderr
-    assert "does not answer" in lines[0] and "registry.enabled=false" in lines[0]
+    assert "does not answer" in lines[0] and "registry.track_runs=false" in lines[0]
     assert not (tmp_path / "run" / "model").exists()
