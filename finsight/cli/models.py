@@ -46,7 +46,8 @@ def _table(rows: list[dict[str, Any]]) -> Table:
                    if "agreement" in validation else _figures(row["train"], "val_macro_f1", "val_accuracy"))
         table.add_row(row["name"], str(row["version"]), ", ".join(row["aliases"]) or "-",
                       f"{row['format']} {row['precision']}", row["valid"] or "-", checked or "-",
-                      _figures(row["eval"], "macro_f1", "accuracy") or "-", row["created"])
+                      _figures(row["eval"], "macro_f1", "accuracy") or "-",
+                      row["created"][:16].replace("T", " "))
     return table
 
 

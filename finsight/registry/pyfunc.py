@@ -33,6 +33,11 @@ _BY_FORMAT = {"hf": ("torch", "transformers", "safetensors"), "onnx": ("onnxrunt
 class FinsightModel(mlflow.pyfunc.PythonModel):
     """Runs :func:`finsight.predict.load_predictor` on the bundled artifact directory."""
 
+    # MLflow would wrap predict for type-hint validation and warn on every load that it has
+    # none; the explicit signature (an unnamed string column, so a list, a Series and any
+    # one-column DataFrame all fit) validates inputs instead.
+    _skip_type_hint_validation = True
+
     def load_context(self, context) -> None:
         from finsight.config import load_settings
         from finsight.predict import load_predictor

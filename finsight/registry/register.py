@@ -8,11 +8,13 @@ only then create the version and set the aliases. A failure before that leaves n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -44,7 +46,8 @@ def register_model(model: str | Path, settings, *, aliases: Sequence[str] = (),
     with store.mlflow_env():
         client = store.open_client(settings, create=True)
         try:
-            return _register(client, artifact, settings, name=name, aliases=aliases, tags=tags, step=step)
+            with store.fluent_uri(uri), _quiet():
+                return _register(client, artifact, settings, name=name, aliases=aliases, tags=tags, step=step)
         except (RegistryError, ModelError):
             raise
         except Exception as exc:  # MlflowException, SQLAlchemy, OS and HTTP errors
@@ -188,7 +191,7 @@ def _register(client, artifact: Artifact, settings, *, name: str, aliases: Seque
 
     uri = settings.tracking_uri()
     train_run = _training_run(client, tags.get(f"{TAG}train_run_id"))
-    with store.fluent_uri(uri), _quiet(), tempfile.TemporaryDirectory(prefix="finsight-register-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="finsight-register-") as tmp:
         if train_run is not None:
             run = mlflow.start_run(run_id=train_run)
         else:
@@ -204,7 +207,7 @@ def _register(client, artifact: Artifact, settings, *, name: str, aliases: Seque
             run_id = run.info.run_id
     artifact_path = info.flavors["python_function"]["artifacts"][pyfunc.ARTIFACT_KEY]["path"]
     step("checking that the stored model scores like the directory")
-    verify_stored(info.model_uri, artifact, settings, uri=uri)
+    verify_stored(info.model_uri, artifact, settings)
     step(f"creating a version of '{name}'")
     _ensure_registered_model(client, name)
     tags = tags | {f"{TAG}artifact_path": artifact_path}
@@ -219,7 +222,7 @@ def _register(client, artifact: Artifact, settings, *, name: str, aliases: Seque
             "logged_model": info.model_uri, "tracking_uri": uri, "tags": tags}
 
 
-def verify_stored(model_uri: str, artifact: Artifact, settings, *, uri: str) -> None:
+def verify_stored(model_uri: str, artifact: Artifact, settings) -> None:
     """The stored pyfunc, loaded back by plain MLflow, must give the directory's labels and probabilities."""
     import mlflow
 
@@ -228,8 +231,7 @@ def verify_stored(model_uri: str, artifact: Artifact, settings, *, uri: str) -> 
     from finsight.registry import pyfunc
 
     texts = list(_samples())
-    with store.fluent_uri(uri):
-        stored = mlflow.pyfunc.load_model(model_uri).predict(texts)
+    stored = mlflow.pyfunc.load_model(model_uri).predict(texts)
     local = pyfunc.score_texts(load_predictor(str(artifact.path), settings), pyfunc.text_column(texts))
     same_labels = (stored["label"].astype(str) == local["label"].astype(str)).all()
     diff = float(np.abs(stored[list(PROB_COLUMNS)].to_numpy(float) - local[list(PROB_COLUMNS)].to_numpy(float)).max())
@@ -273,13 +275,15 @@ def _ensure_registered_model(client, name: str) -> None:
         client.create_registered_model(name, tags={f"{TAG}created_by": f"finsight {__version__}"})
 
 
-class _quiet:
-    """log_model warns about cloudpickle and prints hints on every call; keep errors only."""
-
-    def __enter__(self):
-        self.logger = logging.getLogger("mlflow")
-        self.level = self.logger.level
-        self.logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc):
-        self.logger.setLevel(self.level)
+@contextlib.contextmanager
+def _quiet():
+    """log_model logs hints and a cloudpickle caution on every call; keep errors only."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"mlflow\.")
+            yield
+    finally:
+        logger.setLevel(level)

@@ -125,14 +125,26 @@ def mlflow_error(action: str, uri: str, exc: Exception) -> RegistryError:
 
 @contextlib.contextmanager
 def fluent_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API (log_model, load_model, download) at ``uri`` for a block."""
-    import mlflow
+    """Point MLflow's fluent API (log_model, load_model, download) at ``uri`` for a block.
 
-    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    ``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI (and the registry's); both the
+    module state and the variables are put back, so later calls behave as if never set.
+    """
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved_env = {name: os.environ.get(name) for name in names}
+    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
+        tracking_utils._tracking_uri, registry_utils._registry_uri = saved
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
