@@ -3,86 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
+from mlflow_server import free_port, mlflow_server
 from test_train import TINY_CONFIG, write_splits
 
-START_DEADLINE_S = 60  # the server boots in ~15 s on a busy 2-core box
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (the CLI plus its uvicorn child), SIGKILL if it lingers."""
-    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        if proc.poll() is not None:
-            break
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-    try:  # the group may outlive its leader
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+def _warm_imports() -> None:
+    import lightning.pytorch  # noqa: F401  (the training imports load while the server boots)
+    import mlflow  # noqa: F401
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real `mlflow server`; yields once /health answers, always stopped afterwards."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = root / "server.log"
-    # No job runner: it forks seven huey consumers we don't use, doubling the start time.
-    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-             "--artifacts-destination", str(root / "artifacts")],
-            stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            cwd=root, start_new_session=True)
-    try:
-        import lightning.pytorch  # noqa: F401  (warm the training imports while the server boots)
-        import mlflow  # noqa: F401
-
-        deadline = time.monotonic() + START_DEADLINE_S
-        while not _healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                state = f"exited {proc.returncode}" if proc.poll() is not None else "no answer"
-                pytest.fail(f"mlflow server at {url} did not come up ({state}); its log:\n"
-                            f"{log.read_text(errors='replace')[-4000:]}")
-            time.sleep(0.25)
-        yield SimpleNamespace(url=url, root=root, artifacts=root / "artifacts", log=log)
-    finally:
-        _stop(proc)
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server"), while_starting=_warm_imports) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +78,7 @@ def test_train_is_tracked_through_the_server(cli, server, one_thread, headlines,
 def test_unreachable_server_fails_in_one_line(cli, one_thread, headlines, tmp_path, monkeypatch):
     # mlflow alone retries a refused connection with backoff for ~4 minutes; finsight checks
     # the server first, so this must fail in seconds with mlflow's default retry settings.
-    url = f"http://127.0.0.1:{_free_port()}"  # bound and released: nothing listens there
+    url = f"http://127.0.0.1:{free_port()}"  # bound and released: nothing listens there
     data = write_splits(headlines, tmp_path / "data", splits=("train", "validation"))
     started = time.monotonic()
     result = cli("-c", TINY_CONFIG, "--set", f"workdir={tmp_path / 'work'}",

@@ -38,21 +38,31 @@ def list_(
 
 def _table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="registered models", title_justify="left")
-    for column in ("name", "version", "aliases", "format", "valid", "validation", "evaluation", "created"):
+    table.add_column("name", no_wrap=True)
+    table.add_column("v", justify="right")
+    for column in ("aliases", "artifact", "checked", "eval", "created"):
         table.add_column(column, overflow="fold")
     for row in rows:
         validation = row["validation"]
-        checked = (f"agreement {validation['agreement']}, max|diff| {validation['max_abs_diff']}"
-                   if "agreement" in validation else _figures(row["train"], "val_macro_f1", "val_accuracy"))
-        table.add_row(row["name"], str(row["version"]), ", ".join(row["aliases"]) or "-",
-                      f"{row['format']} {row['precision']}", row["valid"] or "-", checked or "-",
-                      _figures(row["eval"], "macro_f1", "accuracy") or "-",
+        artifact = f"{row['format']} {row['precision']}" + {"true": " valid", "false": " INVALID"}.get(
+            row["valid"] or "", "")
+        checked = (_figures(validation, agreement="agree", max_abs_diff="|diff|") if validation
+                   else _figures(row["train"], val_macro_f1="val F1"))
+        table.add_row(row["name"], str(row["version"]), ", ".join(row["aliases"]) or "-", artifact,
+                      checked or "-", _figures(row["eval"], macro_f1="F1", accuracy="acc") or "-",
                       row["created"][:16].replace("T", " "))
     return table
 
 
-def _figures(group: dict[str, str], *keys: str) -> str:
-    return ", ".join(f"{key} {group[key]}" for key in keys if key in group)
+def _figures(group: dict[str, str], **names: str) -> str:
+    return ", ".join(f"{label} {_short(group[key])}" for key, label in names.items() if key in group)
+
+
+def _short(value: str) -> str:
+    try:
+        return f"{float(value):.3g}"
+    except ValueError:
+        return value
 
 
 @models_app.command("alias")
