@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -90,3 +91,49 @@ def test_unreachable_server_fails_in_one_line(cli, one_thread, headlines, tmp_pa
     assert len(lines) == 1 and f"registry.tracking_uri={url}" in lines[0], result.stderr
     assert "does not answer" in lines[0] and "registry.track_runs=false" in lines[0]
     assert not (tmp_path / "run" / "model").exists()
+
+
+def test_register_alias_resolve_and_analyze_over_http(cli, server, one_thread, trained_tiny_model_dir,
+                                                      tmp_path):
+    """The registry on the server: the version links to its training run, artifacts go through
+    the server's proxy, and `analyze --model models:/NAME@champion` scores like the directory."""
+    from mlflow import MlflowClient
+
+    from test_registry import EXAMPLES, write_model_manifest
+
+    client = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+    experiment = client.create_experiment("server-registry")
+    train_run = client.create_run(experiment, run_name="trained-elsewhere").info.run_id
+    client.set_terminated(train_run)
+    model = tmp_path / "run" / "model"
+    shutil.copytree(trained_tiny_model_dir, model)
+    write_model_manifest(model, mlflow_run_id=train_run)
+    args = ["--set", f"workdir={tmp_path / 'work'}", "--set", "predict.num_threads=1"]
+
+    result = cli(*args, "register", model, "--name", "served", "--alias", "champion",
+                 "--tracking-uri", server.url, "--json")
+    assert result.exit_code == 0, result.stderr
+    registered = json.loads(result.stdout)
+    assert registered["version"] == 1 and registered["training_run_linked"]
+    version = client.get_model_version("served", "1")
+    assert version.run_id == train_run and version.tags["finsight.train_run_id"] == train_run
+    assert client.get_registered_model("served").aliases == {"champion": "1"}
+    stored = list(server.artifacts.rglob("finsight.json"))  # proxied into --artifacts-destination
+    assert any(json.loads(p.read_text()).get("mlflow_run_id") == train_run for p in stored)
+
+    # A second version, then roll champion forward and back over HTTP.
+    again = cli(*args, "register", model, "--name", "served", "--tracking-uri", server.url, "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["version"] == 2
+    for target, before in ((2, 1), (1, 2)):
+        moved = cli(*args, "models", "alias", "served", str(target), "champion", "--tracking-uri", server.url)
+        assert moved.exit_code == 0 and f"version {before} -> version {target}" in moved.stdout
+
+    outputs = {}
+    for key, ref in (("alias", "models:/served@champion"), ("local", model)):
+        out = tmp_path / f"{key}.csv"
+        scored = cli(*args, "--set", f"registry.tracking_uri={server.url}", "analyze",
+                     EXAMPLES / "headlines.csv", "--model", ref, "--backend", "torch", "--out", out)
+        assert scored.exit_code == 0, scored.stderr
+        outputs[key] = out.read_bytes()
+    assert outputs["alias"] == outputs["local"]
+    assert not (tmp_path / "work" / "mlartifacts").exists() and not (tmp_path / "mlruns").exists()

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -46,7 +47,9 @@ def register_model(model: str | Path, settings, *, aliases: Sequence[str] = (),
     with store.mlflow_env():
         client = store.open_client(settings, create=True)
         try:
-            with store.fluent_uri(uri), _quiet():
+            # With a tracking server mlflow prints the run's URL on stdout when a run ends;
+            # --json needs stdout for JSON alone, so that chatter goes to stderr.
+            with store.fluent_uri(uri), _quiet(), contextlib.redirect_stdout(sys.stderr):
                 return _register(client, artifact, settings, name=name, aliases=aliases, tags=tags, step=step)
         except (RegistryError, ModelError):
             raise
