@@ -133,7 +133,8 @@ def test_plain_mlflow_load_matches_load_predictor(registry, headlines, monkeypat
         assert from_list["label"].iloc[:-1].tolist() == labels.tolist()
         np.testing.assert_allclose(from_list[list(PROB_COLUMNS)].iloc[:-1].to_numpy(float), probs, atol=1e-6)
         pd.testing.assert_frame_equal(from_list, from_frame)
-        assert pd.isna(from_list["label"].iloc[-1]) and from_list["error"].iloc[-1] == "empty text"
+        assert from_list["label"].iloc[-1] == "" and from_list["error"].iloc[-1] == "empty text"
+        assert (from_list["error"].iloc[:-1] == "").all() and np.isnan(from_list["sentiment"].iloc[-1])
 
 
 def test_pull_copies_a_version(cli, registry, tmp_path):

@@ -5,7 +5,8 @@ The MLflow model holds the finsight artifact directory (HF or ONNX/TorchScript +
 ``finsight.json``) as its artifact ``finsight`` and the finsight package as its code, so a host
 needs only the pip requirements written beside it. ``predict`` takes a list of texts or a
 one-column DataFrame (any column name) and returns the ``analyze`` columns: label, confidence,
-p_negative, p_neutral, p_positive, sentiment (from :mod:`finsight.predict.scores`) and error.
+p_negative, p_neutral, p_positive, sentiment (from :mod:`finsight.predict.scores`) and error; a
+row with an empty or missing text gets label "" and NaN scores, and its reason in error.
 Predictor settings (``predict.*`` keys without the prefix, e.g. ``{"num_threads": 1}``) can be
 passed as ``model_config`` to ``load_model`` or ``spark_udf``.
 """
@@ -77,8 +78,17 @@ def score_texts(predictor, column) -> "pd.DataFrame":
     kept = [t for t, ok in zip(texts, valid) if ok]
     probs = predictor.predict(kept) if kept else np.zeros((0, 3), dtype=np.float32)
     frame = score_frame(probs, valid)
-    frame["error"] = pd.array(errors, dtype="string")
+    # "No value" in the text columns is "" (as in analyze's CSV output), not None or NA:
+    # spark_udf casts a string column with astype(str), which writes None as the text "None".
+    frame["label"] = _texts(frame["label"].tolist())
+    frame["error"] = _texts(list(errors))
     return frame
+
+
+def _texts(values: list) -> "pd.Series":
+    import pandas as pd
+
+    return pd.Series(["" if v is None or v is pd.NA else str(v) for v in values], dtype=object)
 
 
 def signature():
