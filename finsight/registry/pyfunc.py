@@ -43,11 +43,22 @@ class FinsightModel(mlflow.pyfunc.PythonModel):
         from finsight.config import load_settings
         from finsight.predict import load_predictor
 
-        overrides = [f"predict.{key}={value}" for key, value in (context.model_config or {}).items()]
-        self._predictor = load_predictor(context.artifacts[ARTIFACT_KEY], load_settings(overrides=overrides))
+        config = dict(context.model_config or {})
+        settings = load_settings(overrides=[f"predict.{key}={value}" for key, value in config.items()])
+        path = context.artifacts[ARTIFACT_KEY]
+        backend = config.get("backend") or own_backend(path)
+        self._predictor = load_predictor(path, settings, backend=backend)
 
     def predict(self, context, model_input, params=None):
         return score_texts(self._predictor, text_column(model_input))
+
+
+def own_backend(path: str | Path) -> str:
+    """The backend that runs an artifact dir as it is: torch for a model dir, else its export format."""
+    from finsight.model import resolve_artifact
+
+    artifact = resolve_artifact(str(path))
+    return "torch" if artifact.format == "hf" else artifact.format
 
 
 def text_column(model_input: Any):

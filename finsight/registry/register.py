@@ -235,7 +235,8 @@ def verify_stored(model_uri: str, artifact: Artifact, settings) -> None:
 
     texts = list(_samples())
     stored = mlflow.pyfunc.load_model(model_uri).predict(texts)
-    local = pyfunc.score_texts(load_predictor(str(artifact.path), settings), pyfunc.text_column(texts))
+    own = load_predictor(str(artifact.path), settings, backend=pyfunc.own_backend(artifact.path))
+    local = pyfunc.score_texts(own, pyfunc.text_column(texts))
     same_labels = (stored["label"].astype(str) == local["label"].astype(str)).all()
     diff = float(np.abs(stored[list(PROB_COLUMNS)].to_numpy(float) - local[list(PROB_COLUMNS)].to_numpy(float)).max())
     if not same_labels or diff > 1e-5:
