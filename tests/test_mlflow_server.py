@@ -1,4 +1,5 @@
-"""`finsight train` tracked by a real `mlflow server` on 127.0.0.1 (sqlite backend, proxied artifacts)."""
+"""A real `mlflow server` on 127.0.0.1 (sqlite backend, proxied artifacts): `finsight train` tracked
+through it, and `finsight register` / `models` / `models:/` refs over HTTP."""
 
 from __future__ import annotations
 
