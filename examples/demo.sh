@@ -1,33 +1,20 @@
 #!/usr/bin/env bash
-# The offline demo behind `make demo`: the whole pipeline on the bundled sample data.
-# A tiny BERT is built from the training split (configs/quickstart.yaml), so no download.
+# The offline demo behind `make demo`: the whole lifecycle on the bundled sample data, as one
+# resumable `finsight pipeline run` (configs/quickstart.yaml: a tiny BERT built from the
+# training split, so no download). A second run skips every stage that has not changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export FINSIGHT_CONFIG=configs/quickstart.yaml HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=true
-W=finsight-work/demo
-rm -rf "$W"   # the demo starts clean so it can be run again
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=true
+W=finsight-work
+M=$W/runs/demo/model
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+finsight --config configs/quickstart.yaml pipeline run
 
-step "prep: clean, dedupe and split examples/headlines.csv"
-finsight prep examples/headlines.csv --out "$W/data" --keep-column id --keep-column ticker --keep-column date
+cat <<NEXT
 
-step "train: fine-tune the tiny model (Lightning, tracked in $W/mlflow.db)"
-finsight train --data "$W/data" --out "$W/run"
-
-step "evaluate: the test split"
-finsight evaluate "$W/run/model" --data "$W/data" --split test --out "$W/eval"
-
-step "export: ONNX int8, validated against PyTorch"
-finsight export "$W/run/model" --format onnx --quantize int8 --out "$W/export-onnx-int8"
-
-step "analyze: score every headline with the int8 model, sentiment index per ticker"
-finsight analyze examples/headlines.csv --model "$W/export-onnx-int8" --id-column id \
-    --keep-columns ticker --keep-columns date --group-by ticker --out "$W/headlines.scored.csv"
-
-step "analyze --mode document: multi-sentence filings, aggregated per document"
-finsight analyze examples/filings.jsonl --model "$W/export-onnx-int8" --id-column doc_id \
-    --keep-columns ticker --mode document --out "$W/filings.scored.jsonl"
-
-printf '\nOutputs under %s/:\n' "$W"
-ls "$W"
+Next, from $(pwd) (the commands are in .venv/bin):
+  source .venv/bin/activate
+  finsight serve --model $M                                  # the model over HTTP on 127.0.0.1:8000
+  mlflow ui --backend-store-uri sqlite:///$W/mlflow.db       # the training runs, on 127.0.0.1:5000
+  finsight analyze examples/filings.jsonl --model $M --mode document --out $W/filings.scored.jsonl
+NEXT

@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import numpy as np
 
 from finsight.errors import DataError
-from finsight.io import TableWriter, WRITE_FORMATS, detect_format, iter_chunks, list_columns, resolve_column
+from finsight.io import (ID_COLUMNS, TEXT_COLUMNS, TableWriter, WRITE_FORMATS, detect_format, iter_chunks,
+                         list_columns, resolve_column)
 from finsight.labels import LABELS
+from finsight.paths import default_path
 from finsight.predict.scores import SCORE_COLUMNS, assign_scores
 
 if TYPE_CHECKING:
     import pandas as pd
 
-TEXT_CANDIDATES = ("text", "sentence", "headline", "title", "body", "content")
-ID_CANDIDATES = ("id", "doc_id", "document_id", "uid")
 Progress = Callable[[int, "int | None"], None]
 
 
@@ -95,13 +95,13 @@ def _plan(path: Path, settings: Any) -> InputPlan:
     fmt = detect_format(path, settings.data.format)
     encoding = opts.encoding or settings.data.encoding
     available = list_columns(path, format=fmt, encoding=encoding)
-    text = resolve_column(available, opts.text_column, TEXT_CANDIDATES, path=path, role="text",
+    text = resolve_column(available, opts.text_column, TEXT_COLUMNS, path=path, role="text",
                           flag="--text-column")
     copied: list[str] = []
     if opts.id_column:
         copied.append(resolve_column(available, opts.id_column, (), path=path, role="id", flag="--id-column"))
     else:
-        copied.extend(c for c in available if c.lower() in ID_CANDIDATES)
+        copied.extend(c for c in available if c.lower() in ID_COLUMNS)
     for name, flag in [(c, "--keep-columns") for c in opts.keep_columns] + \
             [(c, "--group-by") for c in opts.group_by]:
         copied.append(resolve_column(available, name, (), path=path, role="requested", flag=flag))
@@ -114,7 +114,7 @@ def output_path(first_input: Path, settings: Any) -> Path:
         return Path(settings.analyze.out)
     fmt = detect_format(first_input, settings.data.format)
     ext = fmt if fmt in WRITE_FORMATS else "parquet"
-    return settings.workdir / "analyze" / f"{first_input.stem}.scored.{ext}"
+    return default_path(settings, "analyze", f"{first_input.stem}.scored.{ext}")
 
 
 def sidecar_path(out: Path, kind: str) -> Path:

@@ -13,6 +13,7 @@ from finsight import __version__
 from finsight.io import atomic_write_json, sha256_file
 
 MANIFEST = "finsight.json"
+DATA_CARD = "data_card.json"  # written by prep beside the splits
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any] | None:

@@ -189,6 +189,15 @@ class AnalyzeSettings(Section):
     out: Path | None = Field(None, description="output file; None means <workdir>/analyze/<input>.scored.<ext>")
 
 
+class PipelineSettings(Section):
+    name: str = Field("pipeline", description="run name: outputs go to <workdir>/{data,runs,eval}/<name>")
+    inputs: list[Path] = Field(default_factory=list, description="labelled files the prep stage reads")
+    export_precisions: list[Literal["fp32", "fp16", "int8"]] = Field(
+        default_factory=lambda: ["fp32", "int8"], description="ONNX exports the export stage writes, each validated")
+    analyze_inputs: list[Path] = Field(
+        default_factory=list, description="files the analyze stage scores; empty skips the stage")
+
+
 class ServeSettings(Section):
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="port to bind")
@@ -214,6 +223,7 @@ class Settings(BaseSettings):
     predict: PredictSettings = Field(default_factory=PredictSettings)
     analyze: AnalyzeSettings = Field(default_factory=AnalyzeSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
 
     _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
     _deprecations: list[str] = PrivateAttr(default_factory=list)
@@ -237,7 +247,11 @@ class Settings(BaseSettings):
 
     def tracking_uri(self) -> str:
         uri = self.registry.tracking_uri
-        return uri or f"sqlite:///{(self.workdir / 'mlflow.db').resolve()}"
+        if uri:
+            return uri
+        from finsight.paths import mlflow_db
+
+        return f"sqlite:///{mlflow_db(self)}"
 
 
 def section_names() -> list[str]:

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 LINE = "_line"
+# Column names tried, in order, when a command is not told which column holds what.
+TEXT_COLUMNS = ("text", "sentence", "headline", "title", "body", "content")
+LABEL_COLUMNS = ("label", "sentiment")
+ID_COLUMNS = ("id", "doc_id", "document_id", "uid")
 FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "phrasebank", "hf")
 WRITE_FORMATS = ("csv", "tsv", "jsonl", "parquet")
 _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 from finsight.errors import ConfigError, DataError, ModelError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
 LABEL2ID: dict[str, int] = {name: i for i, name in enumerate(LABELS)}
-ID2LABEL: dict[int, str] = dict(enumerate(LABELS))
 
 SYNONYMS: dict[str, str] = {
     "negative": "negative", "neg": "negative", "bearish": "negative", "-1": "negative",
@@ -115,14 +115,30 @@ def _unknown_message(unknown: dict[str, int], source: str, flag: str) -> str:
     return f"{source}: unknown labels {listed}{more}; {'; '.join(hints)}"
 
 
-def canonical_order(names: Sequence[str]) -> list[int]:
-    """For labels given in a source order, the index of each canonical label in that order.
+def checkpoint_labels(names: Sequence[str]) -> list[str] | None:
+    """The canonical label of each of a model's label names (``Bullish`` -> ``positive``), or
+    None unless they name negative, neutral and positive once each.
+
+    Bare integer codes never count: ``id2label={0: "0", ...}`` says nothing about meaning.
+    """
+    mapped = [None if str(n).strip().lstrip("+-").isdigit() else canonical_name(str(n)) for n in names]
+    if len(mapped) != len(LABELS) or sorted(m or "" for m in mapped) != sorted(LABELS):
+        return None
+    return mapped  # type: ignore[return-value]
+
+
+def canonical_order(names: Sequence[str], *, source: str = "model") -> "np.ndarray":
+    """For a model's labels in logit order, the logit index of each canonical label.
 
     ``canonical_order(["positive", "negative", "neutral"]) == [1, 2, 0]``, so
-    ``scores[:, canonical_order(src)]`` puts columns in LABELS order.
+    ``scores[:, canonical_order(names)]`` puts columns in LABELS order.
     """
-    canonical = [canonical_name(str(n)) for n in names]
-    missing = [label for label in LABELS if label not in canonical]
-    if missing or len(set(canonical)) != len(canonical):
-        raise ModelError(f"labels {list(names)} do not name each of {', '.join(LABELS)} once")
-    return [canonical.index(label) for label in LABELS]
+    import numpy as np
+
+    mapped = checkpoint_labels(names)
+    if mapped is None:
+        raise ModelError(
+            f"{source}: model labels {list(names)} do not map onto {list(LABELS)}; finsight needs a "
+            "3-class model whose config.json id2label (or finsight.json labels) names "
+            "negative, neutral and positive")
+    return np.array([mapped.index(label) for label in LABELS], dtype=np.int64)

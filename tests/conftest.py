@@ -36,6 +36,18 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """The tiny model gains nothing from a second thread, and on a busy machine two spinning
+    OpenMP threads make it ten times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def headlines():
     import pandas as pd

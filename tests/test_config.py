@@ -152,3 +152,31 @@ def test_every_shipped_config_loads(path):
 
 def test_shipped_configs_exist():
     assert {"default.yaml", "tiny.yaml", "finbert.yaml", "quickstart.yaml"} <= {p.name for p in CONFIGS}
+
+
+def test_renamed_predict_keys_keep_working_with_a_warning(tmp_path, monkeypatch):
+    cfg = _write(tmp_path / "c.yaml", {"predict": {"mode": "document", "batch_size": 16}})
+    monkeypatch.setenv("FINSIGHT_PREDICT__GROUP_BY", '["ticker"]')
+    s = load_settings(cfg, ["predict.out=x.csv"])
+    assert (s.analyze.mode, s.analyze.group_by, str(s.analyze.out)) == ("document", ["ticker"], "x.csv")
+    assert s.predict.batch_size == 16  # a predictor key stays where it is
+    assert (s.sources["analyze.mode"], s.sources["analyze.group_by"], s.sources["analyze.out"]) == (
+        "file", "env", "cli")
+    notes = "\n".join(s.deprecations)
+    for old in ("predict.mode", "predict.group_by", "predict.out"):
+        assert f"'{old}' is deprecated: it is now 'analyze.{old.split('.')[1]}'" in notes
+    assert "predict.batch_size" not in notes
+    # the new name wins over the old one when both are given at the same layer or above
+    assert load_settings(cfg, ["analyze.mode=sentence"]).analyze.mode == "sentence"
+
+
+def test_config_show_explains_a_key_and_a_deprecated_key(cli):
+    shown = cli("config", "show", "predict.mode")
+    assert shown.exit_code == 0, shown.stderr
+    assert "'predict.mode' is deprecated: it is now 'analyze.mode'" in " ".join(shown.stdout.split())
+    one = cli("--set", "predict.chunk_rows=64", "config", "show", "analyze.chunk_rows", "--json")
+    assert one.exit_code == 0
+    assert json.loads(one.stdout) == {"values": {"analyze.chunk_rows": 64}, "sources": {"analyze.chunk_rows": "cli"}}
+    assert "deprecated" in one.stderr
+    unknown = cli("config", "show", "predict.moode")
+    assert unknown.exit_code == 1 and "did you mean 'predict.model'" in unknown.stderr

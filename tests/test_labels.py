@@ -69,7 +69,7 @@ def test_label_key_normalises_numbers_and_case():
 
 
 def test_canonical_order_reorders_columns():
-    assert canonical_order(["positive", "negative", "neutral"]) == [1, 2, 0]
-    assert canonical_order(["Bearish", "neu", "bullish"]) == [0, 1, 2]
+    assert canonical_order(["positive", "negative", "neutral"]).tolist() == [1, 2, 0]
+    assert canonical_order(["Bearish", "neu", "bullish"]).tolist() == [0, 1, 2]
     with pytest.raises(ModelError):
         canonical_order(["positive", "negative", "LABEL_2"])

@@ -175,3 +175,29 @@ def test_sentence_splitter(text, expected):
     from finsight.predict.sentences import split_sentences
 
     assert split_sentences(text) == expected
+
+
+@pytest.mark.parametrize("source", ["tiny", "bert-base-uncased"])
+def test_encoder_from_tokenizer_json_equals_transformers(source, tiny_model_dir):
+    """The one tokenization rule: loading tokenizer.json directly (ONNX/TorchScript/Triton path)
+    gives the ids transformers' AutoTokenizer gives (torch path, training)."""
+    from transformers import AutoTokenizer
+
+    from finsight.model import Encoder
+    from tests.conftest import SHARED_DATA
+
+    directory = tiny_model_dir if source == "tiny" else SHARED_DATA / "bert_base_uncased_tokenizer"
+    if not directory.is_dir():
+        pytest.skip(f"{directory} is absent (../shared/data)")
+    texts = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn .", "Shares fell.", "",
+             "Ümlaut café naïve — 日本 " * 40, "  spaced\tout  "]
+    direct = Encoder.from_dir(directory, max_length=32)
+    via_hf = Encoder.from_transformers(AutoTokenizer.from_pretrained(directory), max_length=32)
+    a, b = direct.encode(texts), via_hf.encode(texts)
+    assert a.ids == b.ids and a.truncated.tolist() == b.truncated.tolist()
+    assert a.truncated[3] and max(a.lengths) == 32
+    assert direct.pad_id == via_hf.pad_id
+    hf = AutoTokenizer.from_pretrained(directory)(texts, truncation=True, max_length=32)
+    assert a.ids == hf["input_ids"]
+    padded = direct.pad(a)
+    assert padded["input_ids"].shape == (5, 32) and padded["attention_mask"].sum() == a.lengths.sum()

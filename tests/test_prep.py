@@ -221,14 +221,14 @@ def test_token_stats_with_a_local_tokenizer(cli, tmp_path, tiny_model_dir):
 
 def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list, str]]:
     (tmp_path / "empty.csv").write_text("")
-    (tmp_path / "nocol.csv").write_text("body,label\nhello,pos\n")
+    (tmp_path / "nocol.csv").write_text("words,label\nhello,pos\n")
     (tmp_path / "unknown.csv").write_text("text,label\na,pos\nb,great\nc,great\n")
     (tmp_path / "broken.jsonl").write_text('{"text": "a", "label": "pos"}\n{"text": "b", "lab\n')
     (tmp_path / "latin.csv").write_bytes("text,label\nSeppälä up,pos\n".encode("latin-1"))
     return {
         "missing": ([tmp_path / "nope.csv"], "not found"),
         "empty": ([tmp_path / "empty.csv"], "is empty"),
-        "no text column": ([tmp_path / "nocol.csv"], "the file has columns: body, label"),
+        "no text column": ([tmp_path / "nocol.csv"], "the file has columns: words, label"),
         "unknown labels": ([tmp_path / "unknown.csv"], "unknown labels 'great' (2 rows)"),
         "broken jsonl": ([tmp_path / "broken.jsonl"], "line 2 is not valid JSON"),
         "latin-1 as utf-8": ([tmp_path / "latin.csv", "--encoding", "utf-8"], "--encoding latin-1"),

@@ -37,15 +37,8 @@ def write_splits(frame, out: Path, *, splits=("train", "validation", "test")) ->
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny model gains nothing from a second thread, and on a busy machine two spinning
-    OpenMP threads make it ten times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)
 
 
 def _invoke(args):
@@ -215,7 +208,7 @@ def test_seed_repeats_a_run_and_early_stopping_stops(tmp_path, headlines, _one_t
     def train(name: str, *overrides: str) -> dict:
         settings = load_settings(TINY_CONFIG, [f"workdir={tmp_path}", "registry.track_runs=false",
                                                f"train.out={tmp_path / name}", *overrides])
-        return fit(settings, data_dir=data)
+        return fit(settings, data_dir=data).as_dict()
 
     first = train("a", "train.max_epochs=2", "train.learning_rate=0.003")
     again = train("b", "train.max_epochs=2", "train.learning_rate=0.003")

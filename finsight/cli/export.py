@@ -12,7 +12,6 @@ from rich.table import Table
 
 from finsight.cli._app import app, err, out, print_json, settings
 
-_TITLE = {"onnx": "ONNX", "torchscript": "TorchScript"}
 
 
 @app.command("export")
@@ -57,15 +56,17 @@ def export(
 
 def render(manifest: dict[str, Any], console: Console) -> None:
     """The summary table (one block per output), the gates, and where the artifact is."""
+    from finsight.model.formats import title
+
     report = manifest["validation"]
     data = report["data"]
     status = "[bold green]valid[/]" if manifest["valid"] else "[bold red]INVALID[/]"
-    table = Table(title=f"finsight export: {_TITLE[manifest['format']]} {manifest['precision']}, {status}",
+    table = Table(title=f"finsight export: {title(manifest['format'])} {manifest['precision']}, {status}",
                   show_header=False, title_justify="left")
     table.add_column("figure", style="bold")
     table.add_column("value", overflow="fold")
     fused = ", ".join(f"{name} x{n}" for name, n in (manifest.get("fusions") or {}).items())
-    table.add_row("format", f"{_TITLE[manifest['format']]} {manifest['precision']}"
+    table.add_row("format", f"{title(manifest['format'])} {manifest['precision']}"
                   + (f", opset {manifest['opset']}" if manifest.get("opset") else "")
                   + (f", fused {fused}" if fused else ""))
     table.add_row("size", f"{manifest['size_mb']:.1f} MB")

@@ -72,7 +72,7 @@ def prep(
     }
     resolved = settings(ctx, flags)
     card = prepare(inputs or [], resolved.data, workdir=resolved.workdir,
-                   max_length=resolved.model.max_length)
+                   max_length=resolved.model.max_length).as_dict()
     if as_json:
         print_json(card)
     else:

@@ -33,9 +33,9 @@ def train(
     if result is None:
         return  # a DDP worker process; rank 0 reports
     if as_json:
-        print_json(result)
+        print_json(result.as_dict())
     else:
-        _render(result)
+        _render(result.as_dict())
 
 
 def _render(result: dict[str, Any]) -> None:

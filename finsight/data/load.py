@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 
     from finsight.config import DataSettings
 
-TEXT_COLUMNS = ("text", "sentence", "headline", "title")
-LABEL_COLUMNS = ("label", "sentiment")
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation",
                  "valid": "validation", "val": "validation", "dev": "validation", "test": "test"}
@@ -86,7 +84,7 @@ def _read_one(source: Source, data: "DataSettings") -> tuple["pd.DataFrame", dic
 
 
 def _columns(available: Sequence[str], path: str, data: "DataSettings") -> tuple[str, str, list[str]]:
-    from finsight.io import resolve_column
+    from finsight.io import LABEL_COLUMNS, TEXT_COLUMNS, resolve_column
 
     text_col = resolve_column(available, data.text_column, TEXT_COLUMNS, path=path, role="text",
                               flag="--text-column")
@@ -101,6 +99,48 @@ def _columns(available: Sequence[str], path: str, data: "DataSettings") -> tuple
         raise DataError(f"{path}: --keep-column '{clash[0]}' is the text or label column; "
                         "the splits always hold text and label")
     return text_col, label_col, keep
+
+
+@dataclass
+class LabeledTexts:
+    """The texts of one file and, when it has a label column, their canonical labels."""
+
+    texts: list[str]
+    labels: list[str] | None
+    source: str  # the resolved path
+
+
+def read_labeled(path: str | Path, data: "DataSettings", *, require_labels: bool) -> LabeledTexts:
+    """Texts (and labels) of one file, for evaluate and export validation.
+
+    The label column is required with ``require_labels``, else used when present. An empty
+    text is an error naming its row: these files are measured, not cleaned (prep cleans).
+    """
+    from finsight.io import LABEL_COLUMNS, LINE, TEXT_COLUMNS, detect_format, list_columns, read_table, resolve_column
+    from finsight.labels import to_canonical
+
+    path = Path(path)
+    fmt = detect_format(path, data.format)
+    columns = list_columns(path, format=fmt, encoding=data.encoding)
+    text = resolve_column(columns, data.text_column, TEXT_COLUMNS, path=path, role="text",
+                          flag="--set data.text_column=NAME")
+    if require_labels or data.label_column is not None:
+        label = resolve_column(columns, data.label_column, LABEL_COLUMNS, path=path, role="label",
+                               flag="--set data.label_column=NAME")
+    else:
+        lowered = {c.lower(): c for c in columns}
+        label = next((lowered[name] for name in LABEL_COLUMNS if name in lowered), None)
+    frame = read_table(path, format=fmt, encoding=data.encoding, columns=[c for c in (text, label) if c])
+    empty = frame[text].isna() | (frame[text].astype(str).str.strip() == "")
+    if empty.any():
+        line = int(frame.loc[empty, LINE].iloc[0])
+        raise DataError(f"{path}: row {line} has an empty '{text}'; remove such rows or clean the "
+                        "file with `finsight prep`")
+    labels = None
+    if label is not None:
+        labels = to_canonical(frame[label], data.label_map, source=str(path),
+                              flag="--set 'data.label_map={SRC: LABEL}', e.g.").tolist()
+    return LabeledTexts(frame[text].astype(str).tolist(), labels, str(path.resolve()))
 
 
 def _is_dataset_dict(path: str) -> bool:

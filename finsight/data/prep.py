@@ -9,22 +9,24 @@ from finsight import __version__
 from finsight.data.load import SPLITS, input_stem, read_inputs, sources_from
 from finsight.errors import ConfigError, DataError
 from finsight.labels import LABELS
+from finsight.paths import LAYOUT
+from finsight.results import PrepResult
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from finsight.config import DataSettings
 
-CARD = "data_card.json"
 # When pre-split inputs share a text, the evaluation copy wins: test, then validation.
 _KEEP_PRIORITY = {"test": 0, "validation": 1, "train": 2}
 
 
 def prepare(inputs: Sequence[str | Path], data: "DataSettings", *, workdir: Path,
-            max_length: int | None = None) -> dict[str, Any]:
+            max_length: int | None = None) -> "PrepResult":
     """Read, clean, dedupe, split and write ``train/validation/test.parquet`` + the data card.
 
-    Returns the data card. Nothing is written unless every step succeeds.
+    Returns the result (its record is the data card). Nothing is written unless every step
+    succeeds.
     """
     from finsight.data.card import split_summary, text_lengths
     from finsight.data.clean import clean_texts
@@ -34,7 +36,7 @@ def prepare(inputs: Sequence[str | Path], data: "DataSettings", *, workdir: Path
         raise ConfigError(f"data.val_size + data.test_size = {data.val_size + data.test_size:g} "
                           "leaves no training rows; keep their sum below 1")
     sources = sources_from([str(p) for p in inputs], data)
-    out = Path(data.out) if data.out else Path(workdir) / "data" / input_stem(sources[0])
+    out = Path(data.out) if data.out else Path(workdir) / LAYOUT["data"] / input_stem(sources[0])
     if out.exists() and not out.is_dir():
         raise DataError(f"output {out} exists and is not a directory; pass another --out")
 
@@ -75,7 +77,7 @@ def prepare(inputs: Sequence[str | Path], data: "DataSettings", *, workdir: Path
     card["label_counts"] = {"all": _counts(frame["label"]),
                             **{name: s["labels"] for name, s in card["splits"].items()}}
     _write(frame, card, out, data.keep_columns)
-    return card
+    return PrepResult.from_card(card)
 
 
 def _keep_order(frame: "pd.DataFrame") -> "pd.Series":
@@ -121,6 +123,7 @@ def _write(frame: "pd.DataFrame", card: dict, out: Path, keep: Sequence[str]) ->
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from finsight.artifacts import DATA_CARD
     from finsight.io import atomic_dir, atomic_write_json, sha256_file
 
     columns = {"text": pa.array(frame["text"].tolist(), pa.string()),
@@ -135,7 +138,7 @@ def _write(frame: "pd.DataFrame", card: dict, out: Path, keep: Sequence[str]) ->
             indices = pa.array((splits == name).nonzero()[0], pa.int64())
             pq.write_table(table.take(indices), path)
             card["splits"][name]["sha256"] = sha256_file(path)
-        atomic_write_json(tmp / "data_card.json", card)
+        atomic_write_json(tmp / DATA_CARD, card)
 
 
 def _arrow_column(values: "pd.Series", name: str):

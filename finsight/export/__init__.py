@@ -17,13 +17,15 @@ from finsight.artifacts import MANIFEST, file_hashes, read_manifest, write_manif
 from finsight.errors import ConfigError, ExportValidationError, ModelError
 from finsight.export.onnx import OnnxExporter
 from finsight.export.torchscript import TorchScriptExporter
+from finsight.model import formats
+from finsight.paths import default_path
+from finsight.results import ExportResult
 
-__all__ = ["FORMATS", "check_valid", "default_out_dir", "export_model"]
+__all__ = ["EXPORTERS", "check_valid", "default_out_dir", "export_model"]
 
 # The one table of formats: each knows its precision rules, how to build its file and how
 # to run it back for validation.
-FORMATS = {"onnx": OnnxExporter, "torchscript": TorchScriptExporter}
-_TITLE = {"onnx": "ONNX", "torchscript": "TorchScript"}
+EXPORTERS = {"onnx": OnnxExporter, "torchscript": TorchScriptExporter}
 
 
 def export_model(
@@ -32,8 +34,8 @@ def export_model(
     *,
     on_step: Callable[[str], None] | None = None,
     on_report: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Export ``model`` (a model dir or hub id) as ``settings.export`` says; return the manifest.
+) -> ExportResult:
+    """Export ``model`` (a model dir, hub id or ``models:/`` ref) as ``settings.export`` says.
 
     ``on_report`` sees the manifest (with its validation report) once it is on disk, pass or
     fail; a failed gate then raises ExportValidationError naming the gate and the artifact.
@@ -43,7 +45,7 @@ def export_model(
     from finsight.io import atomic_dir
 
     cfg = settings.export
-    exporter = FORMATS[cfg.format]()
+    exporter = EXPORTERS[cfg.format]()
     precision = exporter.precision(cfg)  # refuses bad option combinations before any work
     step = on_step or (lambda message: None)
     started = time.perf_counter()
@@ -65,11 +67,11 @@ def export_model(
     if on_report is not None:
         on_report(manifest)
     if not report["passed"]:
-        title = f"{_TITLE[cfg.format]} {precision}"
+        title = f"{formats.title(cfg.format)} {precision}"
         raise ExportValidationError(
             f"{title} export failed validation: {'; '.join(failed_gates(report))}; the artifact at "
             f"{out} is marked invalid (see {out / MANIFEST})", report)
-    return manifest
+    return ExportResult.from_manifest(manifest)
 
 
 def default_out_dir(source, settings, fmt: str, precision: str) -> Path:
@@ -77,7 +79,7 @@ def default_out_dir(source, settings, fmt: str, precision: str) -> Path:
     suffix = "" if precision == "fp32" else f"-{precision}"
     if source.path is not None:
         return source.path.parent / f"export-{fmt}{suffix}"
-    return Path(settings.workdir) / "exports" / f"{source.name}-{fmt}{suffix}"
+    return default_path(settings, "export", f"{source.name}-{fmt}{suffix}")
 
 
 def check_valid(manifest: dict[str, Any], *, force: bool = False, where: str | Path = "") -> None:
@@ -104,7 +106,7 @@ def _manifest(source, exporter, precision: str, fields: dict[str, Any], report: 
         **fields,
         "inputs": [{"name": name, "dtype": "int64", "shape": ["batch", "sequence"]}
                    for name in source.input_names],
-        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", num_labels]}],
+        "outputs": [{"name": formats.OUTPUT, "dtype": "float32", "shape": ["batch", num_labels]}],
         "labels": source.labels,
         "max_length": source.max_length,
         "source_model": str(source.path) if source.path is not None else source.ref,

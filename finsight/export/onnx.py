@@ -12,7 +12,8 @@ from typing import Any, Callable
 import numpy as np
 
 from finsight.errors import ConfigError, ModelError
-from finsight.export.source import OUTPUT, Source, logits_module
+from finsight.export.source import Source, logits_module
+from finsight.model.formats import FORMATS, OUTPUT
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -20,7 +21,7 @@ CUDA = "CUDAExecutionProvider"
 
 class OnnxExporter:
     format = "onnx"
-    model_file = "model.onnx"
+    model_file = FORMATS["onnx"].model_file
 
     def precision(self, cfg) -> str:
         if cfg.fp16 and cfg.quantize == "int8":

@@ -9,12 +9,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from finsight.artifacts import directory_sha256, read_manifest
+from finsight.artifacts import directory_sha256
 from finsight.errors import ModelError
-
-# The graph's inputs, in the positional order a traced module takes them.
-INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
-OUTPUT = "logits"
+from finsight.model.ref import resolve_artifact
+from finsight.model.tokenizer import INPUT_NAMES, Encoder, load_tokenizer
 
 
 @dataclass
@@ -24,7 +22,8 @@ class Source:
     ref: str
     path: Path | None  # None for a hub id
     model: Any
-    tokenizer: Any
+    tokenizer: Any  # saved into the export dir
+    encoder: Encoder  # how every predictor will tokenize for the exported graph
     labels: list[str]
     max_length: int
     input_names: list[str]
@@ -39,10 +38,8 @@ class Source:
         return self.path.name if self.path is not None else self.ref.rsplit("/", 1)[-1]
 
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """int64 arrays padded to the longest text in ``texts`` (dynamic padding)."""
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="np")
-        return {name: np.ascontiguousarray(enc[name], dtype=np.int64) for name in self.input_names}
+        """int64 arrays padded to the longest text in ``texts``, as the predictors pad them."""
+        return self.encoder(texts)
 
     def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """The reference: the plain PyTorch model, called the way users call it."""
@@ -62,41 +59,36 @@ class Source:
 
 
 def load_source(ref: str | Path, settings) -> Source:
-    """Load a trained model dir (with or without finsight.json) or a hub id for export."""
+    """Load a trained model dir (with or without finsight.json), a hub id or a registered model."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    ref = str(ref)
-    path = Path(ref).expanduser()
-    local = path.is_dir()
-    if not local and (ref.startswith((".", "/", "~")) or path.exists()):
-        raise ModelError(f"model {ref} is not a directory; pass a trained model dir (<run>/model) "
-                         "or a hub id")
-    kwargs = {} if local else {"revision": settings.model.revision}
-    location = str(path) if local else ref
+    artifact = resolve_artifact(str(ref), settings)
+    if artifact.is_export:
+        raise ModelError(f"{artifact.path} is already an export ({artifact.format}); pass the model "
+                         f"dir it came from: {artifact.manifest.get('source_model')}")
+    revision = settings.model.revision if artifact.path is None else None
+    tokenizer = load_tokenizer(artifact.location, revision)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForSequenceClassification.from_pretrained(location, dtype=torch.float32, **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            artifact.location, dtype=torch.float32, revision=revision)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load model '{ref}' for export: {str(exc).splitlines()[0]}; pass a "
                          "model dir written by `finsight train` (or save_pretrained) or a hub id "
                          "that is in the local cache") from None
     model.eval()
-    manifest = (read_manifest(path) or {}) if local else {}
-    if manifest.get("kind") == "export":
-        raise ModelError(f"{path} is already an export ({manifest.get('format')}); pass the model "
-                         f"dir it came from: {manifest.get('source_model')}")
     labels = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
-    max_length = int(manifest.get("max_length") or settings.model.max_length)
-    return Source(ref=ref, path=path.resolve() if local else None, model=model, tokenizer=tokenizer,
-                  labels=labels, max_length=max_length, input_names=_input_names(model, tokenizer),
-                  manifest=manifest)
+    max_length = artifact.max_length(settings.model.max_length)
+    names = _input_names(model, tokenizer)
+    return Source(ref=str(ref), path=artifact.path, model=model, tokenizer=tokenizer,
+                  encoder=Encoder.from_transformers(tokenizer, max_length=max_length, input_names=names),
+                  labels=labels, max_length=max_length, input_names=names, manifest=artifact.manifest)
 
 
 def _input_names(model, tokenizer) -> list[str]:
     accepted = inspect.signature(model.forward).parameters
     wanted = set(tokenizer.model_input_names) | {"input_ids", "attention_mask"}
-    return [name for name in INPUT_ORDER if name in wanted and name in accepted]
+    return [name for name in INPUT_NAMES if name in wanted and name in accepted]
 
 
 def logits_module(model):

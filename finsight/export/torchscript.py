@@ -10,11 +10,12 @@ import numpy as np
 
 from finsight.errors import ConfigError, ModelError
 from finsight.export.source import Source, logits_module
+from finsight.model.formats import FORMATS
 
 
 class TorchScriptExporter:
     format = "torchscript"
-    model_file = "model.pt"
+    model_file = FORMATS["torchscript"].model_file
 
     def precision(self, cfg) -> str:
         if cfg.quantize != "none" or cfg.fp16:

@@ -15,10 +15,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from finsight.errors import DataError
-from finsight.export.source import OUTPUT, Source
+from finsight.export.source import Source
+from finsight.model.formats import OUTPUT
 
-TEXT_COLUMNS = ("text", "sentence", "headline", "title")
-LABEL_COLUMNS = ("label", "sentiment")
 BATCH = 32  # the "many" batch size
 SINGLE_SHARE = 4  # a quarter of the rows (at most one batch of them) run at batch size 1
 _CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
@@ -57,39 +56,13 @@ def _recorded_split(source: Source) -> Path | None:
 
 
 def _read_file(path: Path, settings, *, kind: str) -> ValidationSet:
-    from finsight.io import LINE, list_columns, read_table, resolve_column
-    from finsight.labels import to_canonical
+    from finsight.data.load import read_labeled
 
-    cfg = settings.data
     if not path.exists():
         raise DataError(f"validation data {path} not found; pass an existing file to --validate-data "
                         "(text column, optional label column) or a `finsight prep` output dir")
-    columns = list_columns(path, encoding=cfg.encoding)
-    text = resolve_column(columns, cfg.text_column, TEXT_COLUMNS, path=path, role="text",
-                          flag="--set data.text_column=NAME")
-    label = _label_column(columns, cfg.label_column, path)
-    frame = read_table(path, encoding=cfg.encoding, columns=[c for c in (text, label) if c])
-    empty = frame[text].isna() | (frame[text].astype(str).str.strip() == "")
-    if empty.any():
-        line = int(frame.loc[empty, LINE].iloc[0])
-        raise DataError(f"{path}: row {line} has an empty '{text}'; remove such rows from the "
-                        "validation data")
-    labels = None
-    if label is not None:
-        labels = to_canonical(frame[label], cfg.label_map, source=str(path),
-                              flag="--set 'data.label_map={SRC: LABEL}', e.g.").tolist()
-    return ValidationSet(frame[text].astype(str).tolist(), labels, str(path.resolve()), kind)
-
-
-def _label_column(columns: Sequence[str], requested: str | None, path: Path) -> str | None:
-    """The label column if there is one: labels are optional for validation."""
-    from finsight.io import resolve_column
-
-    if requested is not None:
-        return resolve_column(columns, requested, LABEL_COLUMNS, path=path, role="label",
-                              flag="--set data.label_column=NAME")
-    lowered = {c.lower(): c for c in columns}
-    return next((lowered[name] for name in LABEL_COLUMNS if name in lowered), None)
+    rows = read_labeled(path, settings.data, require_labels=False)
+    return ValidationSet(rows.texts, rows.labels, rows.source, kind)
 
 
 def _subsample(chosen: ValidationSet, max_rows: int) -> ValidationSet:
@@ -151,18 +124,16 @@ def _figures(ref: np.ndarray, exp: np.ndarray) -> dict[str, Any]:
 
 
 def _f1(ref: np.ndarray, exp: np.ndarray, labels: list[str] | None, model_labels: list[str]) -> dict:
-    from finsight.labels import LABELS, canonical_name
+    from finsight.labels import LABEL2ID, LABELS, canonical_order, checkpoint_labels
     from finsight.train.metrics import macro_f1
 
     none = {"macro_f1_reference": None, "macro_f1_export": None, "macro_f1_change": None}
-    mapped = [canonical_name(name) for name in model_labels]
-    if labels is None or sorted(m or "" for m in mapped) != sorted(LABELS):
+    if labels is None or checkpoint_labels(model_labels) is None:
         return none
-    to_id = {label: i for i, label in enumerate(LABELS)}
-    logit_to_id = np.array([to_id[m] for m in mapped])
-    truth = np.array([to_id[label] for label in labels])
-    f1_ref = macro_f1(truth, logit_to_id[ref.argmax(axis=1)], len(LABELS))
-    f1_exp = macro_f1(truth, logit_to_id[exp.argmax(axis=1)], len(LABELS))
+    order = canonical_order(model_labels)
+    truth = np.array([LABEL2ID[label] for label in labels])
+    f1_ref = macro_f1(truth, ref[:, order].argmax(axis=1), len(LABELS))
+    f1_exp = macro_f1(truth, exp[:, order].argmax(axis=1), len(LABELS))
     return {"macro_f1_reference": f1_ref, "macro_f1_export": f1_exp, "macro_f1_change": f1_exp - f1_ref}
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from finsight.artifacts import directory_sha256, read_manifest
 from finsight.errors import ModelError
-from finsight.labels import LABELS, canonical_name
+from finsight.labels import canonical_order
 
 REGISTRY_PREFIX = "models:/"
 
@@ -31,6 +31,20 @@ class Artifact:
     def location(self) -> str:
         return str(self.path) if self.path is not None else self.ref
 
+    @property
+    def model_file(self) -> Path:
+        """The export's model file (the manifest's ``model_file``, else the format's default)."""
+        from finsight.model.formats import FORMATS
+
+        name = self.manifest.get("model_file") or FORMATS[self.format].model_file
+        if self.path is None or not name:
+            raise ModelError(f"{self.location} is not an export with a model file")
+        path = self.path / name
+        if not path.is_file():
+            raise ModelError(f"{self.path}: the export manifest names {name}, which is missing; "
+                             "re-run finsight export")
+        return path
+
     def max_length(self, default: int) -> int:
         return int(self.manifest.get("max_length") or default)
 
@@ -41,7 +55,8 @@ class Artifact:
         return _config_labels(self)
 
     def label_order(self) -> np.ndarray:
-        return label_order(self.raw_labels(), source=self.location)
+        """``order[j]``: the logit index of canonical label ``LABELS[j]``."""
+        return canonical_order(self.raw_labels(), source=self.location)
 
 
 def resolve_artifact(ref: str, settings: Any = None) -> Artifact:
@@ -60,9 +75,15 @@ def resolve_artifact(ref: str, settings: Any = None) -> Artifact:
         return Artifact(ref=ref, path=path.resolve(), format="hf", manifest=manifest)
     if path.exists():
         raise ModelError(f"model ref {ref} is a file; pass its directory (model or export dir)")
-    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
-        raise ModelError(f"model directory {ref} not found; check the path (--model / predict.model)")
+    if looks_like_path(ref):
+        raise ModelError(f"model directory {ref} not found; check the path, or pass a hub id "
+                         "(org/name) or models:/NAME@ALIAS")
     return Artifact(ref=ref, path=None, format="hf")
+
+
+def looks_like_path(ref: str) -> bool:
+    """A ref that can only mean a directory: hub ids are ``name`` or ``org/name``."""
+    return ref.startswith((".", "/", "~")) or ref.count("/") > 1 or "\\" in ref
 
 
 def _resolve_registry(ref: str, settings: Any) -> str:
@@ -95,27 +116,6 @@ def _config_labels(artifact: Artifact) -> list[str]:
         return [str(id2label[k]) for k in sorted(id2label, key=int)]
     except (TypeError, ValueError):
         raise ModelError(f"{artifact.location}: config.json id2label keys are not integers") from None
-
-
-def canonical_label(name: str) -> str | None:
-    """The canonical label for a model's label name (synonyms too), or None.
-
-    Bare integer codes are refused: ``id2label={0: "0", ...}`` says nothing about meaning.
-    """
-    if str(name).strip().lstrip("+-").isdigit():
-        return None
-    return canonical_name(str(name))
-
-
-def label_order(names: Sequence[str], *, source: str) -> np.ndarray:
-    """``order[j]`` = the model's logit index of canonical label ``LABELS[j]``."""
-    mapped = [canonical_label(n) for n in names]
-    if len(names) != len(LABELS) or sorted(m or "" for m in mapped) != sorted(LABELS):
-        raise ModelError(
-            f"{source}: model labels {list(names)} do not map onto {list(LABELS)}; finsight needs a "
-            "3-class model whose config.json id2label (or finsight.json labels) names "
-            "negative, neutral and positive")
-    return np.array([mapped.index(label) for label in LABELS], dtype=np.int64)
 
 
 def find_export(model: Artifact, fmt: str) -> Artifact | None:

@@ -50,8 +50,19 @@ def aggregate(batch: DocumentBatch, sentence_probs: np.ndarray) -> np.ndarray:
     return (totals / np.maximum(norm, 1e-12)[:, None]).astype(np.float32)
 
 
-def score_documents(predictor, texts: Sequence[str]) -> tuple[np.ndarray, DocumentBatch, np.ndarray]:
-    """(document probs, the split batch, sentence probs) in one length-bucketed pass."""
+@dataclass
+class DocumentScores:
+    probs: np.ndarray  # (n_docs, 3): what scores.py turns into a document's columns
+    batch: DocumentBatch
+    sentence_probs: np.ndarray  # (n_sentences, 3)
+
+
+def score_documents(predictor, texts: Sequence[str]) -> DocumentScores:
+    """Split, score every sentence in one length-bucketed pass, aggregate per document.
+
+    ``analyze --mode document`` runs the same two halves (:func:`split_documents` while the
+    previous chunk scores, then :func:`aggregate`), so both give the same numbers.
+    """
     batch = split_documents(predictor, texts)
     sentence_probs = predictor.predict_encoded(batch.encoded)
-    return aggregate(batch, sentence_probs), batch, sentence_probs
+    return DocumentScores(aggregate(batch, sentence_probs), batch, sentence_probs)

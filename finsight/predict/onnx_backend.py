@@ -50,10 +50,7 @@ class OnnxPredictor(EncoderPredictor):
         import onnxruntime as ort
 
         opts = settings.predict
-        model_file = artifact.path / artifact.manifest.get("model_file", "model.onnx")
-        if not model_file.is_file():
-            raise ModelError(f"{artifact.path}: export manifest names {model_file.name}, "
-                             "which is missing; re-run finsight export")
+        model_file = artifact.model_file
         chosen = providers(opts.device)
         try:
             self.session = ort.InferenceSession(str(model_file), session_options(opts.num_threads),

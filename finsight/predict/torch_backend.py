@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from finsight.errors import BackendError, ModelError
-from finsight.model.ref import Artifact, label_order
+from finsight.labels import canonical_order
+from finsight.model.ref import Artifact
 from finsight.model.tokenizer import INPUT_NAMES, Encoder, load_tokenizer
 from finsight.predict.base import EncoderPredictor, cpu_threads
 
@@ -58,7 +59,6 @@ class TorchPredictor(EncoderPredictor):
     name = "torch"
 
     def __init__(self, artifact: Artifact, settings: Any):
-        import torch
         from transformers import AutoModelForSequenceClassification
 
         opts = settings.predict
@@ -75,7 +75,7 @@ class TorchPredictor(EncoderPredictor):
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         accepted = inspect.signature(model.forward).parameters
         encoder = encoder_for(artifact, settings, input_names=[n for n in INPUT_NAMES if n in accepted])
-        super().__init__(encoder=encoder, order=label_order(names, source=artifact.location),
+        super().__init__(encoder=encoder, order=canonical_order(names, source=artifact.location),
                          batch_size=default_batch_size(opts, self.device), source=artifact.location)
         self._pin = self.device.startswith("cuda")
 

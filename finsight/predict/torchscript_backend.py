@@ -21,7 +21,7 @@ class TorchScriptPredictor(EncoderPredictor):
 
         opts = settings.predict
         self.device = torch_runtime(opts)
-        model_file = artifact.path / artifact.manifest.get("model_file", "model.pt")
+        model_file = artifact.model_file
         try:
             self.module = torch.jit.load(str(model_file), map_location=self.device).eval()
         except (RuntimeError, ValueError, OSError) as exc:

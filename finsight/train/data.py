@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SPLITS = ("train", "validation", "test")
-DATA_CARD = "data_card.json"
 _PREP_HINT = "run `finsight prep INPUT` and pass its output dir to --data"
 
 
@@ -70,55 +69,31 @@ def read_split(path: str | Path, *, source: str | None = None) -> "pd.DataFrame"
 
 
 @dataclass
-class Encoded(Dataset):
-    """Token ids per text (unpadded) and the target class ids."""
+class LabeledTokens(Dataset):
+    """Token ids per text (unpadded, as :class:`finsight.model.Encoder` makes them) and targets."""
 
     input_ids: list[list[int]]
-    token_type_ids: list[list[int]] | None
     targets: np.ndarray
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     def __getitem__(self, i: int) -> dict:
-        item = {"input_ids": self.input_ids[i], "labels": int(self.targets[i])}
-        if self.token_type_ids is not None:
-            item["token_type_ids"] = self.token_type_ids[i]
-        return item
+        return {"input_ids": self.input_ids[i], "labels": int(self.targets[i])}
 
     @property
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self))
 
 
-def encode(tokenizer, frame: "pd.DataFrame", label2id: Mapping[str, int], max_length: int) -> Encoded:
-    enc = tokenizer(frame["text"].astype(str).tolist(), truncation=True, max_length=max_length)
-    targets = frame["label"].map(label2id).to_numpy(dtype=np.int64)
-    return Encoded(enc["input_ids"], enc.get("token_type_ids"), targets)
+def encode(tokenizer, frame: "pd.DataFrame", label2id: Mapping[str, int], max_length: int) -> LabeledTokens:
+    """Tokenized the way every predictor tokenizes (one Encoder rule), so training sees what
+    inference sees; single-segment text, so token types are left to the model's zeros."""
+    from finsight.model.tokenizer import Encoder
 
-
-class Collator:
-    """Pads a batch to its own longest text (dynamic padding)."""
-
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, items: list[dict]) -> dict:
-        width = max(len(item["input_ids"]) for item in items)
-        ids = torch.full((len(items), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(items), width), dtype=torch.long)
-        types = torch.zeros((len(items), width), dtype=torch.long) if "token_type_ids" in items[0] else None
-        for row, item in enumerate(items):
-            n = len(item["input_ids"])
-            ids[row, :n] = torch.tensor(item["input_ids"])
-            mask[row, :n] = 1
-            if types is not None:
-                types[row, :n] = torch.tensor(item["token_type_ids"])
-        batch = {"input_ids": ids, "attention_mask": mask,
-                 "labels": torch.tensor([item["labels"] for item in items], dtype=torch.long)}
-        if types is not None:
-            batch["token_type_ids"] = types
-        return batch
+    encoder = Encoder.from_transformers(tokenizer, max_length=max_length)
+    encoded = encoder.encode(frame["text"].astype(str).tolist())
+    return LabeledTokens(encoded.ids, frame["label"].map(label2id).to_numpy(dtype=np.int64))
 
 
 class LengthGroupedSampler(Sampler[int]):
@@ -168,6 +143,16 @@ class SeededRandomSampler(Sampler[int]):
         return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.n).tolist())
 
 
+def _collator(tokenizer):
+    """Pads each batch to its own longest text (dynamic padding) and builds the attention mask."""
+    from transformers import DataCollatorWithPadding
+    from transformers.utils import logging as hf_logging
+
+    # tokenizer.pad on pre-tokenized ids is the point here; its "use __call__" advice is not.
+    hf_logging.get_logger("transformers.tokenization_utils_base").setLevel(hf_logging.ERROR)
+    return DataCollatorWithPadding(tokenizer, padding="longest", return_tensors="pt")
+
+
 class SentimentDataModule(pl.LightningDataModule):
     """Train/validation loaders over the splits of a `finsight prep` output dir (from read_split).
 
@@ -179,8 +164,8 @@ class SentimentDataModule(pl.LightningDataModule):
         super().__init__()
         self.frames, self.tokenizer, self.label2id = dict(frames), tokenizer, dict(label2id)
         self.cfg, self.max_length = train_settings, max_length
-        self.encoded: dict[str, Encoded] = {}
-        self.collate = Collator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        self.encoded: dict[str, LabeledTokens] = {}
+        self.collate = _collator(tokenizer)
 
     def setup(self, stage: str | None = None) -> None:
         if not self.encoded:

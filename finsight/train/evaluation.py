@@ -7,25 +7,24 @@ and label mapping on identical rows: their numbers can be compared directly.
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from finsight.errors import DataError
 from finsight.labels import LABEL2ID, LABELS
+from finsight.paths import default_path, safe_name
+from finsight.results import EvalResult
 from finsight.train.quiet import quiet
 
 if TYPE_CHECKING:
     import pandas as pd
 
-TEXT_COLUMNS = ("text", "sentence", "headline", "title")
-LABEL_COLUMNS = ("label", "sentiment")
 
 
 def evaluate(model_ref: str | Path, data: str | Path | None, settings, *, split: str = "test",
              backend: str | None = None, out: str | Path | None = None,
-             verbose: bool = False) -> dict[str, Any]:
+             verbose: bool = False) -> EvalResult:
     """Accuracy, macro-F1, per-class P/R/F1, confusion matrix and mean loss of ``model_ref``.
 
     ``data`` is a `prep` output dir (its ``<split>.parquet`` is used) or any labeled file
@@ -52,10 +51,10 @@ def evaluate(model_ref: str | Path, data: str | Path | None, settings, *, split:
         "loss": mean_log_loss(probs, y_true),
         "seconds": round(seconds, 3), "texts_per_s": round(len(frame) / seconds, 1) if seconds else None,
     }
-    out_dir = Path(out) if out else Path(settings.workdir) / "eval" / f"{model_name(model_ref)}-{split}"
+    out_dir = Path(out) if out else default_path(settings, "eval", f"{model_name(model_ref)}-{split}")
     metrics["out"] = str(out_dir.resolve())
     _write(out_dir, metrics)
-    return metrics
+    return EvalResult.from_metrics(metrics)
 
 
 def model_name(ref: str | Path) -> str:
@@ -68,7 +67,7 @@ def model_name(ref: str | Path) -> str:
             name = f"{path.parent.name}-{name}" if name != "model" else path.parent.name
     else:
         name = str(ref)
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+    return safe_name(name)
 
 
 def recorded_data_dir(model_ref: str | Path) -> Path:
@@ -111,22 +110,10 @@ def _is_hf_dataset(path: Path) -> bool:
 def _read_labeled_file(path: Path, settings) -> "pd.DataFrame":
     import pandas as pd
 
-    from finsight.io import LINE, read_table, resolve_column
-    from finsight.labels import to_canonical
+    from finsight.data.load import read_labeled
 
-    cfg = settings.data
-    frame = read_table(path, format=cfg.format, encoding=cfg.encoding)
-    text = resolve_column(frame.columns, cfg.text_column, TEXT_COLUMNS, path=path, role="text",
-                          flag="--set data.text_column=NAME")
-    label = resolve_column(frame.columns, cfg.label_column, LABEL_COLUMNS, path=path, role="label",
-                           flag="--set data.label_column=NAME")
-    empty = frame[text].isna() | (frame[text].astype(str).str.strip() == "")
-    if empty.any():
-        line = int(frame.loc[empty, LINE].iloc[0])
-        raise DataError(f"{path}: row {line} has an empty '{text}'; remove such rows or run `finsight prep`")
-    labels = to_canonical(frame[label], cfg.label_map, source=str(path),
-                          flag="--set 'data.label_map={SRC: LABEL}', e.g.")
-    return pd.DataFrame({"text": frame[text].astype(str).to_numpy(), "label": labels.to_numpy()})
+    rows = read_labeled(path, settings.data, require_labels=True)
+    return pd.DataFrame({"text": rows.texts, "label": rows.labels})
 
 
 def _write(out_dir: Path, metrics: dict) -> None:

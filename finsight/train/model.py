@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 from finsight.errors import ModelError
-from finsight.labels import LABELS, canonical_name
+from finsight.labels import LABELS, checkpoint_labels
+from finsight.model.ref import looks_like_path
 
 TINY = "tiny"
 _GENERIC = re.compile(r"^label_\d+$", re.IGNORECASE)
@@ -50,8 +51,8 @@ def head_labels(config, *, source: str) -> list[str] | None:
         if config.num_labels != len(LABELS):
             raise _mismatch(source, names)
         return None
-    canonical = [canonical_name(n) for n in names]
-    if len(names) != len(LABELS) or sorted(c or "" for c in canonical) != sorted(LABELS):
+    canonical = checkpoint_labels(names)
+    if canonical is None:
         raise _mismatch(source, names)
     return canonical
 
@@ -71,15 +72,10 @@ def load_start(model_settings, *, train_texts: Sequence[str], tiny_dir: Path, se
     local = Path(name).expanduser()
     if local.is_dir():
         return _load_hf(str(local.resolve()), model_settings, base_model=str(local.resolve()))
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise ModelError(f"model dir {name} not found; pass an existing Hugging Face model dir, "
                          "a hub id, or 'tiny' to --model")
     return _load_hf(name, model_settings, base_model=name, hub=True)
-
-
-def _looks_like_path(name: str) -> bool:
-    # Hub ids are `name` or `org/name`; anything else is meant as a directory.
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
 def _load_tiny(model_settings, *, train_texts, tiny_dir: Path, seed: int) -> Start:

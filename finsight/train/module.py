@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import get_linear_schedule_with_warmup
 
 from finsight.train.metrics import accuracy, macro_f1
 
@@ -146,14 +147,7 @@ class SentimentClassifier(pl.LightningModule):
                         for (depth, no_decay), params in sorted(groups.items())]
         optimizer = torch.optim.AdamW(param_groups, lr=lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(self.cfg.warmup_ratio * total)
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(self.cfg.warmup_ratio * total), total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------- checkpoint state

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finsight.artifacts import DATA_CARD
 from finsight.errors import ConfigError
+from finsight.paths import default_path, safe_name
+from finsight.results import TrainResult
 from finsight.train.quiet import quiet
 
 CHECKPOINTS = "checkpoints"
@@ -50,7 +53,7 @@ def run_paths(settings, *, resume: bool) -> RunPaths:
         raise ConfigError("--resume needs the run to continue: pass its --out DIR "
                           "(or set train.run_name)")
     name = cfg.run_name or (Path(cfg.out).name if cfg.out else _default_name(settings.model.name_or_path))
-    paths = RunPaths(name=name, out=Path(cfg.out) if cfg.out else Path(settings.workdir) / "runs" / name)
+    paths = RunPaths(name=name, out=Path(cfg.out) if cfg.out else default_path(settings, "run", name))
     if resume and not paths.last.is_file():
         raise ConfigError(f"nothing to resume: {paths.last} not found; train without --resume first")
     if not resume and (paths.last.is_file() or (paths.out / "model").exists()):
@@ -64,8 +67,7 @@ def _default_name(model: str) -> str:
     stem = parts[-1] if parts else "model"
     if stem == "model" and len(parts) > 1:
         stem = parts[-2]
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-") or "model"
-    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{safe_name(stem)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -87,7 +89,7 @@ def _devices(value: str) -> Any:
 
 
 def fit(settings, *, data_dir: str | Path | None, resume: bool = False, progress: bool = False,
-        verbose: bool = False) -> dict[str, Any] | None:
+        verbose: bool = False) -> TrainResult | None:
     """Fine-tune ``settings.model.name_or_path`` on a prep dir; returns the run's metrics.
 
     Under DDP every worker runs this; only global rank 0 writes outputs and returns them
@@ -99,7 +101,8 @@ def fit(settings, *, data_dir: str | Path | None, resume: bool = False, progress
     frames = {split: read_split(data_path / f"{split}.parquet") for split in ("train", "validation")}
     paths = run_paths(settings, resume=resume)
     with quiet(verbose):
-        return _Run(settings, paths, data_path, frames, resume=resume, progress=progress).execute()
+        record = _Run(settings, paths, data_path, frames, resume=resume, progress=progress).execute()
+    return TrainResult.from_record(record) if record is not None else None
 
 
 class _Run:
@@ -252,7 +255,7 @@ class _Run:
         from finsight.config import settings_as_dict
         from finsight.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 
-        card = self.data_path / "data_card.json"
+        card = self.data_path / DATA_CARD
         with atomic_dir(self.paths.out / "model") as tmp:
             module.model.save_pretrained(tmp)
             start.tokenizer.save_pretrained(tmp)
@@ -273,7 +276,7 @@ class _Run:
         best = {f"best_val_{k}": float(v) for k, v in result["best_val"].items()}
         logger.log_metrics(best | {"best_epoch": float(result["best_epoch"] or 0)})
         tracking.set_tags(logger, {"finsight.out": result["out"], "finsight.base_model": result["base_model"]})
-        card = self.data_path / "data_card.json"
+        card = self.data_path / DATA_CARD
         items = [(card, "data")] if card.is_file() else []
         items += [(self.paths.out / "metrics.json", None), (self.paths.out / "config.yaml", None),
                   (self.paths.out / "model", "model")]
