@@ -71,7 +71,7 @@ def test_versions_are_listed_with_their_tags(cli, registry):
     assert rows[2]["valid"] == "true" and rows[1]["valid"] is None
     assert rows[1]["sha256"] == directory_sha256(registry["model"])
     assert rows[2]["sha256"] == directory_sha256(registry["export"])
-    assert float(rows[1]["eval"]["macro_f1"]) == pytest.approx(registry["eval"]["macro_f1"], abs=1e-6)
+    assert float(rows[1]["eval"]["macro_f1"]) == pytest.approx(registry["eval"].macro_f1, abs=1e-6)
     assert rows[1]["train"] == {"val_macro_f1": "0.5"}
 
     from mlflow import MlflowClient

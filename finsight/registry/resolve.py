@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from finsight.artifacts import directory_sha256
 from finsight.errors import ConfigError, RegistryError
+from finsight.paths import safe_name
 from finsight.registry import store
 from finsight.registry.versions import TAG, find_version, parse_ref
 
@@ -57,7 +57,7 @@ def resolve(ref: str, settings: Any = None) -> tuple[Path, dict[str, Any]]:
 def cache_dir(settings, uri: str, name: str, version: str | int) -> Path:
     root = Path(settings.registry.cache) if settings.registry.cache else Path(settings.workdir) / "registry-cache"
     store_key = hashlib.sha256(uri.encode()).hexdigest()[:12]
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    safe = safe_name(name)
     if safe != name:
         safe = f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
     return root / store_key / safe / str(version)
