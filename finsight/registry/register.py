@@ -199,7 +199,8 @@ def _register(client, artifact: Artifact, settings, *, name: str, aliases: Seque
             run = mlflow.start_run(run_id=train_run)
         else:
             run = mlflow.start_run(experiment_id=_experiment(client, settings), run_name=f"register {name}")
-        with run:
+        logged = False
+        try:
             step(f"logging {artifact.path} as an MLflow pyfunc model")
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=pyfunc.FinsightModel(),
@@ -207,7 +208,10 @@ def _register(client, artifact: Artifact, settings, *, name: str, aliases: Seque
                 code_paths=[pyfunc.stage_code(Path(tmp))], signature=pyfunc.signature(),
                 input_example=pyfunc.input_example(_samples()[:2]),
                 pip_requirements=pyfunc.pip_requirements(artifact.format))
-            run_id = run.info.run_id
+            run_id, logged = run.info.run_id, True
+        finally:
+            # A failed upload must not mark the training run failed: its status is about training.
+            mlflow.end_run(status="FINISHED" if logged or train_run is not None else "FAILED")
     artifact_path = info.flavors["python_function"]["artifacts"][pyfunc.ARTIFACT_KEY]["path"]
     step("checking that the stored model scores like the directory")
     verify_stored(info.model_uri, artifact, settings)
