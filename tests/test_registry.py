@@ -206,3 +206,15 @@ def test_registry_enabled_still_works_as_track_runs(cli, tmp_path):
                for note in settings.deprecations)
     shown = cli("--set", "registry.enabled=false", "config", "show", "registry.track_runs")
     assert shown.exit_code == 0 and "deprecated" in shown.stderr
+
+
+def test_export_from_a_registered_version(cli, registry):
+    """`finsight export models:/NAME/1` exports the cached version into <workdir>/exports, not
+    into the registry cache, and the export validates."""
+    result = cli(*_cli_args(registry), "export", f"models:/{NAME}/1", "--no-optimize", "--json")
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads(result.stdout)
+    out = Path(manifest["path"])
+    assert out == (registry["root"] / "work" / "exports" / f"{NAME}-1-onnx").resolve()
+    assert manifest["valid"] and manifest["source_sha256"] == directory_sha256(registry["model"])
+    assert not list((registry["root"] / "work" / "registry-cache").glob("*/*/*/export-*"))
