@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="any other finsight config override, e.g. train.layer_lr_decay=0.8")
     parser.add_argument("--out", type=Path, default=Path("finsight-work") / "bench" / "quality")
     parser.add_argument("--jobs", type=int, default=1, help="seeds trained at once (GPU: 3 fit on one card)")
-    parser.add_argument("--no-track", action="store_true", help="registry.enabled=false (no MLflow)")
+    parser.add_argument("--no-track", action="store_true", help="registry.track_runs=false (no MLflow)")
     return parser.parse_args(argv)
 
 
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {"workdir": args.out, "model.name_or_path": model, "train.accelerator": args.accelerator,
                  "train.precision": args.precision, **recipe}
     if args.no_track:
-        overrides["registry.enabled"] = "false"
+        overrides["registry.track_runs"] = "false"
     command = shlex.join(["python", "benchmarks/quality.py", *(argv if argv is not None else sys.argv[1:])])
     log(f"{command}\n  recipe: {json.dumps(recipe)}")
     started = time.time()

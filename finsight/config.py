@@ -142,8 +142,13 @@ class RegistrySettings(Section):
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; None means sqlite:///<workdir>/mlflow.db")
     experiment: str = Field("finsight", description="MLflow experiment name")
-    model_name: str = Field("finsight-sentiment", description="registered model name")
-    enabled: bool = Field(True, description="track runs in MLflow; false skips tracking")
+    model_name: str = Field("finsight-sentiment", description="registered model name (finsight register --name)")
+    track_runs: bool = Field(
+        True, description="log train runs to MLflow; false trains without MLflow (register still uses it)")
+    cache: Path | None = Field(
+        None, description="local copies of models:/ versions; None means <workdir>/registry-cache")
+    timeout_s: float = Field(
+        5.0, gt=0, description="seconds to keep retrying an http(s) tracking server that does not answer")
 
 
 class TritonSettings(Section):
@@ -295,13 +300,18 @@ def all_keys() -> list[str]:
 
 # Keys that moved; the old names keep working, with a warning, until REMOVED_IN.
 RENAMED: dict[str, str] = {f"predict.{key}": f"analyze.{key}" for key in AnalyzeSettings.model_fields}
+RENAMED["registry.enabled"] = "registry.track_runs"
 REMOVED_IN = "0.3"
+_RENAME_REASONS = {
+    "predict.": "the analyze settings moved out of predict.*, which configures the predictor alone",
+    "registry.enabled": "it only ever switched run tracking on and off; the registry is always there",
+}
 
 
 def deprecation_message(old: str) -> str:
-    return (f"config key '{old}' is deprecated: it is now '{RENAMED[old]}' (the analyze settings "
-            f"moved out of predict.*, which configures the predictor alone); the old name works "
-            f"until finsight {REMOVED_IN}")
+    why = next(reason for prefix, reason in _RENAME_REASONS.items() if old.startswith(prefix))
+    return (f"config key '{old}' is deprecated: it is now '{RENAMED[old]}' ({why}); the old name "
+            f"works until finsight {REMOVED_IN}")
 
 
 def _apply_renames(flat: Mapping[str, Any], where: Mapping[str, str],

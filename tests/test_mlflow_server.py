@@ -1,88 +1,29 @@
-"""`finsight train` tracked by a real `mlflow server` on 127.0.0.1 (sqlite backend, proxied artifacts)."""
+"""A real `mlflow server` on 127.0.0.1 (sqlite backend, proxied artifacts): `finsight train` tracked
+through it, and `finsight register` / `models` / `models:/` refs over HTTP."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
+import shutil
 import time
-import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
+from mlflow_server import free_port, mlflow_server
 from test_train import TINY_CONFIG, write_splits
 
-START_DEADLINE_S = 60  # the server boots in ~15 s on a busy 2-core box
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (the CLI plus its uvicorn child), SIGKILL if it lingers."""
-    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        if proc.poll() is not None:
-            break
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-    try:  # the group may outlive its leader
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+def _warm_imports() -> None:
+    import lightning.pytorch  # noqa: F401  (the training imports load while the server boots)
+    import mlflow  # noqa: F401
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real `mlflow server`; yields once /health answers, always stopped afterwards."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = root / "server.log"
-    # No job runner: it forks seven huey consumers we don't use, doubling the start time.
-    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-             "--artifacts-destination", str(root / "artifacts")],
-            stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            cwd=root, start_new_session=True)
-    try:
-        import lightning.pytorch  # noqa: F401  (warm the training imports while the server boots)
-        import mlflow  # noqa: F401
-
-        deadline = time.monotonic() + START_DEADLINE_S
-        while not _healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                state = f"exited {proc.returncode}" if proc.poll() is not None else "no answer"
-                pytest.fail(f"mlflow server at {url} did not come up ({state}); its log:\n"
-                            f"{log.read_text(errors='replace')[-4000:]}")
-            time.sleep(0.25)
-        yield SimpleNamespace(url=url, root=root, artifacts=root / "artifacts", log=log)
-    finally:
-        _stop(proc)
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server"), while_starting=_warm_imports) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +80,7 @@ def test_train_is_tracked_through_the_server(cli, server, one_thread, headlines,
 def test_unreachable_server_fails_in_one_line(cli, one_thread, headlines, tmp_path, monkeypatch):
     # mlflow alone retries a refused connection with backoff for ~4 minutes; finsight checks
     # the server first, so this must fail in seconds with mlflow's default retry settings.
-    url = f"http://127.0.0.1:{_free_port()}"  # bound and released: nothing listens there
+    url = f"http://127.0.0.1:{free_port()}"  # bound and released: nothing listens there
     data = write_splits(headlines, tmp_path / "data", splits=("train", "validation"))
     started = time.monotonic()
     result = cli("-c", TINY_CONFIG, "--set", f"workdir={tmp_path / 'work'}",
@@ -149,5 +90,51 @@ def test_unreachable_server_fails_in_one_line(cli, one_thread, headlines, tmp_pa
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"registry.tracking_uri={url}" in lines[0], result.stderr
-    assert "does not answer" in lines[0] and "registry.enabled=false" in lines[0]
+    assert "does not answer" in lines[0] and "registry.track_runs=false" in lines[0]
     assert not (tmp_path / "run" / "model").exists()
+
+
+def test_register_alias_resolve_and_analyze_over_http(cli, server, one_thread, trained_tiny_model_dir,
+                                                      tmp_path):
+    """The registry on the server: the version links to its training run, artifacts go through
+    the server's proxy, and `analyze --model models:/NAME@champion` scores like the directory."""
+    from mlflow import MlflowClient
+
+    from test_registry import EXAMPLES, write_model_manifest
+
+    client = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+    experiment = client.create_experiment("server-registry")
+    train_run = client.create_run(experiment, run_name="trained-elsewhere").info.run_id
+    client.set_terminated(train_run)
+    model = tmp_path / "run" / "model"
+    shutil.copytree(trained_tiny_model_dir, model)
+    write_model_manifest(model, mlflow_run_id=train_run)
+    args = ["--set", f"workdir={tmp_path / 'work'}", "--set", "predict.num_threads=1"]
+
+    result = cli(*args, "register", model, "--name", "served", "--alias", "champion",
+                 "--tracking-uri", server.url, "--json")
+    assert result.exit_code == 0, result.stderr
+    registered = json.loads(result.stdout)
+    assert registered["version"] == 1 and registered["training_run_linked"]
+    version = client.get_model_version("served", "1")
+    assert version.run_id == train_run and version.tags["finsight.train_run_id"] == train_run
+    assert client.get_registered_model("served").aliases == {"champion": "1"}
+    stored = list(server.artifacts.rglob("finsight.json"))  # proxied into --artifacts-destination
+    assert any(json.loads(p.read_text()).get("mlflow_run_id") == train_run for p in stored)
+
+    # A second version, then roll champion forward and back over HTTP.
+    again = cli(*args, "register", model, "--name", "served", "--tracking-uri", server.url, "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["version"] == 2
+    for target, before in ((2, 1), (1, 2)):
+        moved = cli(*args, "models", "alias", "served", str(target), "champion", "--tracking-uri", server.url)
+        assert moved.exit_code == 0 and f"version {before} -> version {target}" in moved.stdout
+
+    outputs = {}
+    for key, ref in (("alias", "models:/served@champion"), ("local", model)):
+        out = tmp_path / f"{key}.csv"
+        scored = cli(*args, "--set", f"registry.tracking_uri={server.url}", "analyze",
+                     EXAMPLES / "headlines.csv", "--model", ref, "--backend", "torch", "--out", out)
+        assert scored.exit_code == 0, scored.stderr
+        outputs[key] = out.read_bytes()
+    assert outputs["alias"] == outputs["local"]
+    assert not (tmp_path / "work" / "mlartifacts").exists() and not (tmp_path / "mlruns").exists()

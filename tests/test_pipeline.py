@@ -19,7 +19,7 @@ def project(tmp_path, one_thread):
 
 
 def _run(cli, *sets, args=()):
-    overrides = [item for key in ("train.max_epochs=2", "registry.enabled=false", *sets)
+    overrides = [item for key in ("train.max_epochs=2", "registry.track_runs=false", *sets)
                  for item in ("--set", key)]
     result = cli("-c", QUICKSTART, *overrides, "pipeline", "run", "--json", *args)
     report = json.loads(result.stdout) if result.stdout.strip() else None
@@ -76,6 +76,6 @@ def test_pipeline_runs_skips_reruns_and_resumes(cli, project):
 def test_unknown_stage_and_missing_inputs_are_one_line_errors(cli, project):
     bad, _ = _run(cli, args=("--from", "deploy"))
     assert bad.exit_code == 1 and "no such stage" in bad.stderr
-    empty = cli("--set", "pipeline.inputs=[]", "--set", "registry.enabled=false", "pipeline", "run")
+    empty = cli("--set", "pipeline.inputs=[]", "--set", "registry.track_runs=false", "pipeline", "run")
     assert empty.exit_code == 1 and "pipeline stopped at stage 'prep'" in empty.stderr
     assert "pipeline.inputs is empty" in empty.stderr

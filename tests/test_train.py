@@ -152,7 +152,7 @@ class _BlockMlflow:
 
 def test_checkpoint_label_order_and_head_are_kept_without_mlflow(cli, tmp_path, monkeypatch, headlines,
                                                                  trained_tiny_model_dir):
-    """A positive/negative/neutral head keeps its order and weights; registry.enabled=false never
+    """A positive/negative/neutral head keeps its order and weights; registry.track_runs=false never
     imports mlflow (the benchmark GPU machine has none)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -173,7 +173,7 @@ def test_checkpoint_label_order_and_head_are_kept_without_mlflow(cli, tmp_path, 
     for name in [n for n in sys.modules if n == "mlflow" or n.startswith("mlflow.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(sys, "meta_path", [_BlockMlflow(), *sys.meta_path])
-    result = cli("--set", "registry.enabled=false", "--set", f"workdir={tmp_path / 'work'}",
+    result = cli("--set", "registry.track_runs=false", "--set", f"workdir={tmp_path / 'work'}",
                  "--set", "train.learning_rate=1e-12", "--set", "train.weight_decay=0",
                  "--set", "train.max_epochs=1", "--set", "train.precision=32",
                  "train", "--data", data, "--model", tmp_path / "src", "--out", tmp_path / "run", "--json")
@@ -206,7 +206,7 @@ def test_seed_repeats_a_run_and_early_stopping_stops(tmp_path, headlines, _one_t
     data = write_splits(headlines, tmp_path / "data")
 
     def train(name: str, *overrides: str) -> dict:
-        settings = load_settings(TINY_CONFIG, [f"workdir={tmp_path}", "registry.enabled=false",
+        settings = load_settings(TINY_CONFIG, [f"workdir={tmp_path}", "registry.track_runs=false",
                                                f"train.out={tmp_path / name}", *overrides])
         return fit(settings, data_dir=data).as_dict()
 

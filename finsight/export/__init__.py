@@ -18,7 +18,8 @@ from finsight.errors import ConfigError, ExportValidationError, ModelError
 from finsight.export.onnx import OnnxExporter
 from finsight.export.torchscript import TorchScriptExporter
 from finsight.model import formats
-from finsight.paths import default_path
+from finsight.model.ref import REGISTRY_PREFIX
+from finsight.paths import default_path, safe_name
 from finsight.results import ExportResult
 
 __all__ = ["EXPORTERS", "check_valid", "default_out_dir", "export_model"]
@@ -75,8 +76,11 @@ def export_model(
 
 
 def default_out_dir(source, settings, fmt: str, precision: str) -> Path:
-    """``<model dir>/../export-<format>[-fp16|-int8]``; for a hub id, under ``<workdir>/exports``."""
+    """``<model dir>/../export-<format>[-fp16|-int8]``; for a hub id or a ``models:/`` ref, under
+    ``<workdir>/exports``."""
     suffix = "" if precision == "fp32" else f"-{precision}"
+    if str(source.ref).startswith(REGISTRY_PREFIX):  # its path is the registry cache: not there
+        return default_path(settings, "export", f"{safe_name(source.ref.removeprefix(REGISTRY_PREFIX))}-{fmt}{suffix}")
     if source.path is not None:
         return source.path.parent / f"export-{fmt}{suffix}"
     return default_path(settings, "export", f"{source.name}-{fmt}{suffix}")

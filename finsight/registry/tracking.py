@@ -3,48 +3,17 @@
 The default store is ``sqlite:///<workdir>/mlflow.db`` with artifacts under
 ``<workdir>/mlartifacts``, so a run writes nothing into the current directory.
 With an ``http(s)://`` tracking server, artifacts go where the server puts them.
-With ``registry.enabled: false`` nothing here is called and mlflow is never imported.
+With ``registry.track_runs: false`` nothing here is called and mlflow is never imported.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from finsight.errors import RegistryError
-
-_NOISY = ("alembic", "mlflow")
-_SERVER_SCHEMES = ("http", "https", "databricks")
-
-
-def artifact_root(settings) -> str | None:
-    """A new experiment's artifact location: ``<workdir>/mlartifacts`` for a local store; None for
-    a tracking server, which stores (or proxies) artifacts itself; a client path there would
-    leave them on this machine."""
-    if settings.tracking_uri().split(":", 1)[0].lower() in _SERVER_SCHEMES:
-        return None
-    return (Path(settings.workdir) / "mlartifacts").resolve().as_uri()
-
-
-def _check_server(uri: str) -> None:
-    """Fail in seconds when an http(s) tracking server does not answer.
-
-    mlflow's own client retries with backoff for about four minutes before it gives up.
-    """
-    import urllib.error
-    import urllib.request
-
-    if uri.split(":", 1)[0].lower() not in ("http", "https"):
-        return
-    try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5).close()
-    except urllib.error.HTTPError:
-        return  # it answered: a server without /health (or behind auth) is still reachable
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise RegistryError(f"MLflow tracking server at registry.tracking_uri={uri} does not answer "
-                            f"({reason}); start it, fix the URI, or pass --set registry.enabled=false") from None
+from finsight.registry import store
+from finsight.registry.store import artifact_root
 
 
 def flat_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -60,14 +29,11 @@ def flat_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 def open_run(settings, *, run_name: str, run_id: str | None = None):
     """A Lightning MLFlowLogger on a new run (or the run ``run_id`` when resuming)."""
-    import mlflow  # noqa: F401  (configures its loggers on import; quieten them after)
+    uri = settings.tracking_uri()
+    store.check_server(uri, timeout_s=settings.registry.timeout_s, hint="pass --set registry.track_runs=false")
+    store.quiet_loggers()
     from lightning.pytorch.loggers import MLFlowLogger
 
-    for name in _NOISY:
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-    uri = settings.tracking_uri()
-    _check_server(uri)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     logger = MLFlowLogger(experiment_name=settings.registry.experiment, run_name=run_name,
@@ -77,7 +43,7 @@ def open_run(settings, *, run_name: str, run_id: str | None = None):
     except Exception as exc:  # mlflow raises many types (MlflowException, SQLAlchemy, OSError)
         raise RegistryError(f"cannot open an MLflow run at registry.tracking_uri={uri} "
                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                            "fix the URI or pass --set registry.enabled=false") from None
+                            "fix the URI or pass --set registry.track_runs=false") from None
     return logger
 
 

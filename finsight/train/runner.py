@@ -156,7 +156,7 @@ class _Run:
 
         if rank_zero_only.rank != 0:
             return None  # DDP workers re-run this command; only rank 0 tracks and writes
-        if not self.settings.registry.enabled:
+        if not self.settings.registry.track_runs:
             self._save_state(None)
             return None
         from finsight.config import settings_as_dict
@@ -251,7 +251,7 @@ class _Run:
     def _write(self, start, module, result: dict) -> None:
         import yaml
 
-        from finsight.artifacts import write_manifest
+        from finsight.artifacts import file_hashes, write_manifest
         from finsight.config import settings_as_dict
         from finsight.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 
@@ -264,7 +264,8 @@ class _Run:
                 "max_length": result["max_length"], "base_model": result["base_model"],
                 "data_card_sha256": sha256_file(card) if card.is_file() else None,
                 "data_dir": result["data_dir"], "best_val": result["best_val"],
-                "best_epoch": result["best_epoch"], "mlflow_run_id": result["mlflow_run_id"]})
+                "best_epoch": result["best_epoch"], "mlflow_run_id": result["mlflow_run_id"],
+                "files": file_hashes(tmp)})
         atomic_write_json(self.paths.out / "metrics.json", result)
         atomic_write_text(self.paths.out / "config.yaml",
                           yaml.safe_dump(settings_as_dict(self.settings), sort_keys=False))

@@ -1,0 +1,54 @@
+"""`finsight register MODEL`: a train output or an export becomes a new version in the MLflow registry."""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+import typer
+from rich.table import Table
+
+from finsight.cli._app import app, err, out, print_json, settings
+
+
+@app.command("register")
+def register(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="A train output (<run>/model or <run>) or an export directory."),
+    name: Optional[str] = typer.Option(
+        None, "--name", "-n", help="Registered model name (registry.model_name)."),
+    aliases: Optional[List[str]] = typer.Option(
+        None, "--alias", "-a", help="Point this alias at the new version, e.g. champion; repeatable."),
+    tracking_uri: Optional[str] = typer.Option(
+        None, "--tracking-uri", help="MLflow store: sqlite:///..., http://host:5000 (registry.tracking_uri)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the new version as JSON."),
+) -> None:
+    """Register a model or export dir as a new version (an MLflow pyfunc model), checked first.
+
+    Refused: an export marked valid=false, files whose sha256 differ from finsight.json.
+    """
+    from finsight.registry import register_model
+
+    resolved = settings(ctx, {"registry.model_name": name, "registry.tracking_uri": tracking_uri})
+    result = register_model(model, resolved, aliases=aliases or (),
+                            on_step=lambda step: err.print(f"[dim]{step}...[/]"))
+    if as_json:
+        print_json(result)
+    else:
+        out.print(_table(result))
+
+
+def _table(result: dict[str, Any]) -> Table:
+    tags = result["tags"]
+    table = Table(title=f"registered {result['model_uri']}", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value", overflow="fold")
+    table.add_row("aliases", ", ".join(result["aliases"]) or "-")
+    table.add_row("artifact", f"{result['format']} {result['precision']} from {result['source']}")
+    figures = {k.removeprefix("finsight."): v for k, v in tags.items()
+               if k.startswith(("finsight.validation.", "finsight.eval.", "finsight.train."))}
+    for key, value in figures.items():
+        table.add_row(key, value)
+    link = "the training run" if result["training_run_linked"] else "a new run (training run not in this store)"
+    table.add_row("run", f"{result['run_id']} ({link})")
+    table.add_row("store", result["tracking_uri"])
+    return table
