@@ -218,7 +218,9 @@ class PipelineSettings(Section):
     inputs: list[Path] = Field(default_factory=list, description="labelled files the prep stage reads")
     export_precisions: list[Literal["fp32", "fp16", "int8"]] = Field(
         default_factory=lambda: ["fp32", "int8"], description="ONNX exports the export stage writes, each validated")
-    triton: bool = Field(True, description="build a Triton repository (triton.*) from the export")
+    skip: list[Literal["evaluate", "register", "triton", "analyze"]] = Field(
+        default_factory=list, description="stages to leave out, e.g. [triton]")
+    alias: str | None = Field("champion", description="alias the register stage gives the version it creates")
     analyze_inputs: list[Path] = Field(
         default_factory=list, description="files the analyze stage scores; empty skips the stage")
 

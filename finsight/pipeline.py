@@ -46,7 +46,7 @@ class Stage:
     needs: tuple[str, ...]  # stages whose outputs it reads
     run: Callable[[Context], dict[str, Any]]  # returns {"outputs": {...}, "summary": {...}}
     inputs: Callable[[Context], list[Path]] = lambda ctx: []  # files whose contents it depends on
-    enabled: Callable[[Any], bool] = lambda settings: True
+    enabled: Callable[[Any], bool | str] = lambda settings: True  # a string: why it is off
 
 
 @dataclass
@@ -132,6 +132,22 @@ def _export(ctx: Context) -> dict[str, Any]:
     return {"outputs": outputs, "summary": summary}
 
 
+def _register(ctx: Context) -> dict[str, Any]:
+    from finsight.registry.register import register_model
+
+    exports = ctx.outputs["export"]
+    preferred = next((exports[f"onnx_{p}"] for p in ("int8", "fp32", "fp16") if f"onnx_{p}" in exports), None)
+    if preferred is None:
+        raise ConfigError("the register stage needs an ONNX export: add fp32 or int8 to "
+                          "pipeline.export_precisions")
+    alias = ctx.settings.pipeline.alias
+    created = register_model(preferred, ctx.settings, aliases=[alias] if alias else [])
+    return {"outputs": {"source": created["source"]},
+            "summary": {"name": created["name"], "version": created["version"], "aliases": created["aliases"],
+                        "model_uri": created["model_uri"], "precision": created["precision"],
+                        "tracking_uri": created["tracking_uri"]}}
+
+
 def _triton(ctx: Context) -> dict[str, Any]:
     from finsight.triton.repository import build_repository
 
@@ -169,10 +185,11 @@ STAGES: list[Stage] = [
     Stage("train", ("model", "train"), ("prep",), _train),
     Stage("evaluate", ("predict",), ("train", "prep"), _evaluate),
     Stage("export", ("export", "pipeline.export_precisions"), ("train",), _export),
-    Stage("triton", ("triton",), ("export",), _triton, enabled=lambda settings: settings.pipeline.triton),
+    Stage("register", ("registry", "pipeline.alias"), ("export",), _register),
+    Stage("triton", ("triton",), ("export",), _triton),
     Stage("analyze", ("predict", "analyze", "pipeline.analyze_inputs"), ("train", "export"), _analyze,
           inputs=lambda ctx: [Path(p) for p in ctx.settings.pipeline.analyze_inputs],
-          enabled=lambda settings: bool(settings.pipeline.analyze_inputs)),
+          enabled=lambda settings: bool(settings.pipeline.analyze_inputs) or "no pipeline.analyze_inputs"),
 ]
 
 
@@ -224,8 +241,11 @@ def run_pipeline(settings: Any, *, start: str | None = None, stop: str | None = 
 
 def _run_stage(stage: Stage, ctx: Context, state: dict, fingerprints: dict[str, str], *,
                forced: bool, upstream: list[str]) -> StageReport:
-    if not stage.enabled(ctx.settings):
-        return StageReport(stage.name, "disabled", "nothing configured for it")
+    if stage.name in ctx.settings.pipeline.skip:
+        return StageReport(stage.name, "disabled", "in pipeline.skip")
+    enabled = stage.enabled(ctx.settings)
+    if enabled is not True:
+        return StageReport(stage.name, "disabled", str(enabled))
     record = state.get(stage.name, {})
     fingerprint = _fingerprint(stage, ctx, fingerprints)
     fingerprints[stage.name] = fingerprint

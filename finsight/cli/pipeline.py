@@ -22,7 +22,8 @@ def run(
 ) -> None:
     """Run every stage whose inputs or config changed since its last success; skip the rest.
 
-    Stages: prep, train, evaluate, export, triton, analyze (`finsight config show pipeline`).
+    Stages: prep, train, evaluate, export, register, triton, analyze
+    (`finsight config show pipeline`).
     """
     from finsight.errors import FinsightError
     from finsight.pipeline import run_pipeline
@@ -75,6 +76,9 @@ def _result(stage) -> str:
     if stage.name == "export":
         return "; ".join(f"{precision} {'valid' if s['valid'] else 'INVALID'} {s['size_mb']:.1f} MB, "
                          f"agreement {s['agreement']:.2%}" for precision, s in summary.items())
+    if stage.name == "register":
+        aliases = "".join(f" @{alias}" for alias in summary["aliases"])
+        return f"{summary['name']} version {summary['version']}{aliases} ({summary['precision']})"
     if stage.name == "triton":
         return f"{len(summary['models'])} models ({summary['classifier_backend']} classifier, " \
                f"{summary['source_precision']} export)"
