@@ -307,7 +307,7 @@ def resolve_column(
         if name in lowered:
             return lowered[name]
     raise DataError(f"{path}: cannot find a {role} column (tried {', '.join(candidates)}); "
-                    f"the file has columns: {', '.join(available)}; pass {flag} COLUMN")
+                    f"the file has columns: {', '.join(available)}; pass {flag}{'' if flag.endswith('=') else ' '}COLUMN")
 
 
 def _read_delimited(sep: str):

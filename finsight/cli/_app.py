@@ -50,6 +50,59 @@ class FinsightGroup(TyperGroup):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)  # registration order, not alphabetical
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """Global options may also follow the command: `finsight train ... --set k=v -v`.
+
+        They are taken out of the command's arguments before it parses them, and join the
+        ones given before it: one precedence, later `--set` wins. A command that defines
+        an option of the same name keeps it.
+        """
+        name, cmd, rest = super().resolve_command(ctx, args)
+        leaf, depth = cmd, 0
+        while isinstance(leaf, TyperGroup) and depth < len(rest) and rest[depth] in leaf.commands:
+            leaf, depth = leaf.commands[rest[depth]], depth + 1
+        own = {opt for param in leaf.params for opt in (*param.opts, *param.secondary_opts)}
+        kept = rest[:depth]
+        late = _late_globals(ctx, rest[depth:], own, kept)
+        ctx.params["overrides"] = [*(ctx.params.get("overrides") or []), *late["overrides"]]
+        ctx.params["verbose"] = ctx.params.get("verbose") or late["verbose"]
+        if late["config"] is not None:
+            before = ctx.params.get("config")
+            if before is not None and Path(before) != late["config"]:
+                ctx.fail(f"--config given twice ({before} and {late['config']}); pass one")
+            ctx.params["config"] = late["config"]
+        return name, cmd, kept
+
+
+_VALUED = {"--set": "overrides", "-s": "overrides", "--config": "config", "-c": "config"}
+_FLAGS = ("--verbose", "-v")
+
+
+def _late_globals(ctx: click.Context, args: list[str], own: set[str], kept: list[str]) -> dict:
+    """Split global options out of ``args`` (appending the rest to ``kept``)."""
+    late: dict[str, Any] = {"overrides": [], "config": None, "verbose": False}
+    tokens = iter(args)
+    for token in tokens:
+        if token == "--":
+            kept.append(token)
+            kept.extend(tokens)
+            break
+        flag, eq, value = token.partition("=") if token.startswith("--") else (token, "", "")
+        if flag in own or (flag not in _VALUED and flag not in _FLAGS):
+            kept.append(token)
+        elif flag in _FLAGS:
+            late["verbose"] = True
+        else:
+            if not eq:
+                value = next(tokens, None)
+                if value is None:
+                    ctx.fail(f"Option '{flag}' requires an argument.")
+            if _VALUED[flag] == "overrides":
+                late["overrides"].append(value)
+            else:
+                late["config"] = Path(value)
+    return late
+
 
 app = typer.Typer(
     cls=FinsightGroup,

@@ -66,7 +66,7 @@ def _read_file(path: Path, settings, *, kind: str) -> ValidationSet:
                         "(text column, optional label column) or a `finsight prep` output dir")
     columns = list_columns(path, encoding=cfg.encoding)
     text = resolve_column(columns, cfg.text_column, TEXT_COLUMNS, path=path, role="text",
-                          flag="--set data.text_column=NAME")
+                          flag="--set data.text_column=")
     label = _label_column(columns, cfg.label_column, path)
     frame = read_table(path, encoding=cfg.encoding, columns=[c for c in (text, label) if c])
     empty = frame[text].isna() | (frame[text].astype(str).str.strip() == "")
@@ -77,7 +77,7 @@ def _read_file(path: Path, settings, *, kind: str) -> ValidationSet:
     labels = None
     if label is not None:
         labels = to_canonical(frame[label], cfg.label_map, source=str(path),
-                              flag="--set 'data.label_map={SRC: LABEL}', e.g.").tolist()
+                              flag="--set data.label_map").tolist()
     return ValidationSet(frame[text].astype(str).tolist(), labels, str(path.resolve()), kind)
 
 
@@ -87,7 +87,7 @@ def _label_column(columns: Sequence[str], requested: str | None, path: Path) -> 
 
     if requested is not None:
         return resolve_column(columns, requested, LABEL_COLUMNS, path=path, role="label",
-                              flag="--set data.label_column=NAME")
+                              flag="--set data.label_column=")
     lowered = {c.lower(): c for c in columns}
     return next((lowered[name] for name in LABEL_COLUMNS if name in lowered), None)
 

@@ -117,15 +117,15 @@ def _read_labeled_file(path: Path, settings) -> "pd.DataFrame":
     cfg = settings.data
     frame = read_table(path, format=cfg.format, encoding=cfg.encoding)
     text = resolve_column(frame.columns, cfg.text_column, TEXT_COLUMNS, path=path, role="text",
-                          flag="--set data.text_column=NAME")
+                          flag="--set data.text_column=")
     label = resolve_column(frame.columns, cfg.label_column, LABEL_COLUMNS, path=path, role="label",
-                           flag="--set data.label_column=NAME")
+                           flag="--set data.label_column=")
     empty = frame[text].isna() | (frame[text].astype(str).str.strip() == "")
     if empty.any():
         line = int(frame.loc[empty, LINE].iloc[0])
         raise DataError(f"{path}: row {line} has an empty '{text}'; remove such rows or run `finsight prep`")
     labels = to_canonical(frame[label], cfg.label_map, source=str(path),
-                          flag="--set 'data.label_map={SRC: LABEL}', e.g.")
+                          flag="--set data.label_map")
     return pd.DataFrame({"text": frame[text].astype(str).to_numpy(), "label": labels.to_numpy()})
 
 

@@ -1,0 +1,88 @@
+"""A new user's first hour: global options anywhere, hints that work when typed, clear failures.
+
+Every hint that prints a command line is run here as printed (placeholders filled in).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from finsight.labels import LABELS
+
+
+def _fill(hint: str, **values: str) -> list[str]:
+    """A printed hint as argv, its upper-case placeholders replaced."""
+    for name, value in values.items():
+        hint = hint.replace(name, value)
+    return shlex.split(hint)
+
+
+def _labelled_csv(path: Path, labels=("negative", "neutral", "positive"), column="label") -> Path:
+    rows = [{"text": f"Company {i} reports {label} quarter number {i}", column: label}
+            for i in range(60) for label in [labels[i % len(labels)]]]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+# item 1: --set, --config and -v before or after the command, one precedence
+
+def test_global_options_after_the_command(cli, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  max_epochs: 5\n  seed: 11\n")
+    result = cli("--set", "train.max_epochs=3", "config", "show", "--json",
+                 "--set", "train.max_epochs=8", "--config", cfg, "-v")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["values"]["train"]["max_epochs"] == 8  # the later --set wins
+    assert data["sources"]["train.max_epochs"] == "cli"
+    assert data["values"]["train"]["seed"] == 11 and data["sources"]["train.seed"] == "file"
+
+    bad = cli("config", "show", "--set", "trian.seed=1", "-v")
+    assert bad.exit_code == 1 and "Traceback" in bad.stderr and "train.seed" in bad.stderr
+    assert cli("config", "show", "--set").exit_code == 2
+    other = tmp_path / "d.yaml"
+    other.write_text("train: {}\n")
+    assert cli("--config", cfg, "config", "show", "--config", other).exit_code == 2
+
+
+def test_set_after_train_reaches_the_run(cli, tmp_path):
+    data = tmp_path / "data"
+    assert cli("prep", _labelled_csv(tmp_path / "in.csv"), "--out", data).exit_code == 0
+    result = cli("train", "--data", data, "--out", tmp_path / "run", "--model", "tiny", "--json",
+                 "--set", "train.max_epochs=1", "--set", "registry.enabled=false",
+                 "--set", "model.tiny_layers=1", "--set", "train.batch_size=64")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["history"]) == 1
+
+
+# item 3: every hint is a command that works as printed
+
+def test_prep_label_map_hint_works_as_printed(cli, tmp_path):
+    source = _labelled_csv(tmp_path / "in.csv", labels=("meh", "very bad", "positive"))
+    args = ["prep", str(source), "--out", str(tmp_path / "o")]
+    first = cli(*args)
+    assert first.exit_code == 1
+    hint = re.search(r"map them with (.*) \(LABEL:", first.stderr).group(1)
+    result = cli(*args, *_fill(hint, LABEL="negative"))
+    assert result.exit_code == 0, result.output
+
+
+def test_evaluate_hints_work_as_printed_after_the_command(cli, tmp_path, trained_tiny_model_dir):
+    source = _labelled_csv(tmp_path / "in.csv", labels=("meh", "neutral", "positive"), column="gold")
+    args = ["evaluate", str(trained_tiny_model_dir), "--data", str(source), "--out", str(tmp_path / "e")]
+    first = cli(*args)
+    assert first.exit_code == 1
+    hint = re.search(r"; pass (--set \S+)$", first.stderr.strip()).group(1)
+    args += _fill(hint, COLUMN="gold")
+    second = cli(*args)
+    assert second.exit_code == 1
+    hint = re.search(r"map them with (.*) \(LABEL:", second.stderr).group(1)
+    result = cli(*args, *_fill(hint, LABEL="negative"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["n"] == 60
