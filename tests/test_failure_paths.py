@@ -86,3 +86,50 @@ def test_evaluate_hints_work_as_printed_after_the_command(cli, tmp_path, trained
     result = cli(*args, *_fill(hint, LABEL="negative"))
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["n"] == 60
+
+
+# item 5: a hub id that cannot load offline fails at once, everywhere, with one hint
+
+def _offline_env(tmp_path, **extra) -> dict:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    # Not offline by env: the reachability probe decides (a closed loopback port, no traffic
+    # leaves the machine), and an empty cache holds nothing.
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf-home"), **extra)
+    return env
+
+
+def test_default_model_offline_fails_fast_naming_model_dir(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    source = _labelled_csv(tmp_path / "in.csv")
+    for extra in ({}, {"HF_HUB_OFFLINE": "1"}):
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "finsight", "analyze", str(source),
+                               "--out", str(tmp_path / "o.csv")],
+                              capture_output=True, text=True, timeout=120,
+                              env=_offline_env(tmp_path, **extra))
+        elapsed = time.monotonic() - start
+        assert proc.returncode == 1, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "--model DIR" in lines[0] and "ProsusAI/finbert" in lines[0], proc.stderr
+        assert elapsed < 15, f"took {elapsed:.1f}s"
+        assert not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.parametrize("command", ["export", "evaluate", "train"])
+def test_hub_id_offline_same_hint_everywhere(cli, tmp_path, command):
+    args = {"export": ["export", "nobody-here/no-such-model", "--out", tmp_path / "x"],
+            "evaluate": ["evaluate", "nobody-here/no-such-model", "--data", _labelled_csv(tmp_path / "e.csv")],
+            "train": ["train", "--model", "nobody-here/no-such-model", "--out", tmp_path / "r",
+                      "--data", tmp_path / "d"]}[command]
+    if command == "train":
+        assert cli("prep", _labelled_csv(tmp_path / "in.csv"), "--out", tmp_path / "d").exit_code == 0
+    result = cli(*args, env={"HF_HOME": str(tmp_path / "hf-home")})
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "nobody-here/no-such-model" in errors[0] and "--model DIR" in errors[0], result.stderr

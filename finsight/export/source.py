@@ -72,12 +72,16 @@ def load_source(ref: str | Path, settings) -> Source:
     if not local and (ref.startswith((".", "/", "~")) or path.exists()):
         raise ModelError(f"model {ref} is not a directory; pass a trained model dir (<run>/model) "
                          "or a hub id")
-    kwargs = {} if local else {"revision": settings.model.revision}
+    from finsight import hub
+
+    kwargs = {} if local else hub.pretrained_kwargs(settings.model.revision)
     location = str(path) if local else ref
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
         model = AutoModelForSequenceClassification.from_pretrained(location, dtype=torch.float32, **kwargs)
     except (OSError, ValueError) as exc:
+        if not local:
+            raise hub.load_error(ref, exc) from None
         raise ModelError(f"cannot load model '{ref}' for export: {str(exc).splitlines()[0]}; pass a "
                          "model dir written by `finsight train` (or save_pretrained) or a hub id "
                          "that is in the local cache") from None

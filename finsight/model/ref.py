@@ -62,6 +62,9 @@ def resolve_artifact(ref: str, settings: Any = None) -> Artifact:
         raise ModelError(f"model ref {ref} is a file; pass its directory (model or export dir)")
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
         raise ModelError(f"model directory {ref} not found; check the path (--model / predict.model)")
+    from finsight import hub
+
+    hub.check_available(ref, getattr(getattr(settings, "model", None), "revision", None))
     return Artifact(ref=ref, path=None, format="hf")
 
 
@@ -85,12 +88,12 @@ def _config_labels(artifact: Artifact) -> list[str]:
     else:
         from transformers import AutoConfig
 
+        from finsight import hub
+
         try:
-            id2label = AutoConfig.from_pretrained(artifact.ref).id2label
-        except OSError as exc:
-            raise ModelError(f"cannot load model '{artifact.ref}': not a local directory and not in "
-                             f"the Hugging Face cache ({exc.__class__.__name__}); download it once "
-                             "online or pass a local model dir") from None
+            id2label = AutoConfig.from_pretrained(artifact.ref, **hub.pretrained_kwargs()).id2label
+        except (OSError, ValueError) as exc:
+            raise hub.load_error(artifact.ref, exc) from None
     try:
         return [str(id2label[k]) for k in sorted(id2label, key=int)]
     except (TypeError, ValueError):

@@ -64,12 +64,16 @@ class TorchPredictor(EncoderPredictor):
         opts = settings.predict
         self.device = torch_runtime(opts)
         self.dtype = torch_dtype(opts.precision, self.device)
-        revision = settings.model.revision if artifact.path is None else None
+        from finsight import hub
+
+        kwargs = hub.pretrained_kwargs(settings.model.revision) if artifact.path is None else {}
         try:
             with _no_progress_bars():
                 model = AutoModelForSequenceClassification.from_pretrained(
-                    artifact.location, revision=revision, dtype=self.dtype, attn_implementation="sdpa")
+                    artifact.location, dtype=self.dtype, attn_implementation="sdpa", **kwargs)
         except (OSError, ValueError) as exc:
+            if artifact.path is None:
+                raise hub.load_error(artifact.ref, exc) from None
             raise ModelError(f"cannot load model {artifact.location}: {exc}".splitlines()[0]) from None
         self.model = model.to(self.device).eval()
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
