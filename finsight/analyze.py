@@ -128,12 +128,13 @@ def sidecar_path(out: Path, kind: str) -> Path:
 def analyze_files(inputs: Sequence[str | Path], settings: Any, *, predictor: Any = None,
                   on_progress: Progress | None = None) -> AnalyzeSummary:
     """Score ``inputs`` (concatenated in order) into ``analyze.out``; returns the run summary."""
-    from finsight.io import write_format
+    from finsight.io import check_writable, write_format
 
     opts = settings.analyze
     plans = plan_inputs(inputs, settings)
     out = output_path(plans[0].path, settings)
-    write_format(out)  # refuse an unwritable suffix before loading a model
+    write_format(out)  # refuse an unwritable suffix or place before loading a model
+    check_writable(out)
     if any(out.resolve() == p.path.resolve() for p in plans):
         raise DataError(f"output {out} is one of the inputs; pass another --out")
     if predictor is None:

@@ -9,6 +9,7 @@ failed run never leaves a half-written file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -19,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from finsight.errors import DataError
+from finsight.errors import DataError, OutputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,19 +34,61 @@ _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".n
 
 # ---------------------------------------------------------------- atomic writes
 
+# An OSError with one of these while writing an output is the disk's answer, not a bug.
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_WRITE_ERRNOS = _NO_SPACE | {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+                             errno.EEXIST, errno.ENOENT}
+
+
+def check_writable(path: str | os.PathLike, *, flag: str = "--out") -> None:
+    """Refuse an output that cannot be written before any expensive work.
+
+    ``path`` (a file or a directory) is written beside itself, so its nearest existing
+    parent must be a directory in which a file can be created.
+    """
+    path = Path(path).expanduser().absolute()
+    base = path.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise OutputError(f"cannot write {path}: {base} is a file, not a directory; pass another {flag}")
+    try:
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as exc:
+        raise output_error(path, exc, flag=flag) from None
+
+
+def output_error(path: str | os.PathLike, exc: OSError, *, flag: str = "--out") -> OutputError:
+    """One line for an output the OS refused: the path, the OS reason and the fix."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    fix = "free some space or pass another" if exc.errno in _NO_SPACE else "pass another"
+    return OutputError(f"cannot write {path}: {reason}; {fix} {flag}")
+
+
+def _write_failure(exc: OSError, tmp: Path) -> bool:
+    return exc.errno in _NO_SPACE or (exc.errno in _WRITE_ERRNOS and str(tmp) in str(exc.filename or ""))
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise output_error(path, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     _usual_mode(tmp_path, 0o666)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if _write_failure(exc, tmp_path) or str(path) == str(exc.filename2 or ""):
+            raise output_error(path, exc) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -67,22 +110,36 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     in turn; files it had that the run did not write are kept.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise output_error(path, exc) from None
     _usual_mode(tmp, 0o777)
     try:
         yield tmp
-        if not path.exists():
-            os.replace(tmp, path)
-            return
-        for item in sorted(tmp.rglob("*")):
-            target = path / item.relative_to(tmp)
-            if item.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-            else:
-                os.replace(item, target)
+        try:
+            _move_into(tmp, path)
+        except OSError as exc:
+            raise output_error(path, exc) from None
+    except OSError as exc:
+        if _write_failure(exc, tmp):
+            raise output_error(path, exc) from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_into(tmp: Path, path: Path) -> None:
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    for item in sorted(tmp.rglob("*")):
+        target = path / item.relative_to(tmp)
+        if item.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            os.replace(item, target)
 
 
 def _usual_mode(path: Path, mode: int) -> None:
@@ -501,8 +558,11 @@ class TableWriter:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.format = write_format(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        except OSError as exc:
+            raise output_error(self.path, exc) from None
         os.close(fd)
         self._tmp = Path(tmp)
         _usual_mode(self._tmp, 0o666)
@@ -510,6 +570,15 @@ class TableWriter:
         self.rows = 0
 
     def write(self, frame: "pd.DataFrame") -> None:
+        try:
+            self._write(frame)
+        except OSError as exc:
+            if _write_failure(exc, self._tmp):
+                raise output_error(self.path, exc) from None
+            raise
+        self.rows += len(frame)
+
+    def _write(self, frame: "pd.DataFrame") -> None:
         if self.format == "parquet":
             self._write_parquet(frame)
         elif self.format == "jsonl":
@@ -519,7 +588,6 @@ class TableWriter:
         else:
             frame.to_csv(self._tmp, mode="a", index=False, header=self.rows == 0,
                          sep="\t" if self.format == "tsv" else ",")
-        self.rows += len(frame)
 
     def _write_parquet(self, frame: "pd.DataFrame") -> None:
         import pyarrow as pa
@@ -539,6 +607,10 @@ class TableWriter:
                 self._parquet = None
             if commit:
                 os.replace(self._tmp, self.path)
+        except OSError as exc:
+            if commit and (_write_failure(exc, self._tmp) or exc.errno in _WRITE_ERRNOS):
+                raise output_error(self.path, exc) from None
+            raise
         finally:
             self._tmp.unlink(missing_ok=True)
 

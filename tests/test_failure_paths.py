@@ -133,3 +133,51 @@ def test_hub_id_offline_same_hint_everywhere(cli, tmp_path, command):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "nobody-here/no-such-model" in errors[0] and "--model DIR" in errors[0], result.stderr
+
+
+# item 2: an unwritable output is one line naming the path and the OS reason, before the work
+
+@pytest.mark.parametrize("command", ["prep", "analyze", "export", "train", "evaluate"])
+def test_unwritable_out_is_one_line_before_the_work(cli, tmp_path, command, trained_tiny_model_dir):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a directory should be\n")
+    source = _labelled_csv(tmp_path / "in.csv")
+    out = blocker / "sub" / ("out.csv" if command == "analyze" else "out")
+    args = {"prep": ["prep", source],
+            "analyze": ["analyze", source, "--model", trained_tiny_model_dir],
+            "export": ["export", trained_tiny_model_dir],
+            "train": ["train", "--model", "tiny", "--data", tmp_path / "d"],
+            "evaluate": ["evaluate", trained_tiny_model_dir, "--data", source]}[command]
+    if command == "train":
+        assert cli("prep", source, "--out", tmp_path / "d").exit_code == 0
+    result = cli(*args, "--out", out)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, result.stderr  # export: no "loading ..." step before the refusal
+    assert str(out) in errors[0] and "not a directory" in errors[0] and "--out" in errors[0]
+
+
+def test_disk_errors_while_writing_become_output_errors(tmp_path):
+    import errno
+
+    from finsight.errors import OutputError
+    from finsight.io import TableWriter, atomic_dir, atomic_path
+
+    def full(target):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    with pytest.raises(OutputError, match=r"out\.csv: No space left on device; free some space"):
+        with TableWriter(tmp_path / "out.csv") as writer:
+            writer._write = full
+            writer.write(pd.DataFrame({"a": [1]}))
+    with pytest.raises(OutputError, match="No space left"):
+        with atomic_path(tmp_path / "x.json") as tmp:
+            full(tmp)
+    with pytest.raises(OutputError, match="No space left"):
+        with atomic_dir(tmp_path / "d") as tmp:
+            full(tmp / "f")
+    with pytest.raises(ValueError):  # anything else is not an output problem
+        with atomic_path(tmp_path / "y.json"):
+            raise ValueError("a bug")
+    assert [p.name for p in tmp_path.iterdir()] == []

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from finsight import __version__
 from finsight.data.load import SPLITS, input_stem, read_inputs, sources_from
 from finsight.errors import ConfigError, DataError
+from finsight.io import check_writable
 from finsight.labels import LABELS
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ def prepare(inputs: Sequence[str | Path], data: "DataSettings", *, workdir: Path
     out = Path(data.out) if data.out else Path(workdir) / "data" / input_stem(sources[0])
     if out.exists() and not out.is_dir():
         raise DataError(f"output {out} exists and is not a directory; pass another --out")
+    check_writable(out)
 
     frame, records = read_inputs(sources, data)
     rows_in = len(frame)

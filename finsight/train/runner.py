@@ -56,6 +56,9 @@ def run_paths(settings, *, resume: bool) -> RunPaths:
     if not resume and (paths.last.is_file() or (paths.out / "model").exists()):
         raise ConfigError(f"{paths.out} already holds a training run; pass --resume to continue it, "
                           "or choose another --out")
+    from finsight.io import check_writable
+
+    check_writable(paths.out)
     return paths
 
 
