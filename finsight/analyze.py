@@ -225,13 +225,11 @@ def chunk_rows(opts: Any, predictor: Any) -> int:
 
 
 def _clean_texts(column: "pd.Series") -> tuple[list[str], np.ndarray]:
-    null = column.isna().to_numpy()
-    texts = column.where(~null, "").astype(str)
-    blank = (texts.str.strip() == "").to_numpy()
-    errors = np.full(len(texts), None, dtype=object)
-    errors[blank] = "empty text"
-    errors[null] = "missing text"
-    return texts.tolist(), errors
+    """Texts as given (document mode needs their line breaks) and the shared validity rule."""
+    from finsight.data.clean import text_errors
+
+    errors = text_errors(column)
+    return column.where(column.notna(), "").astype(str).tolist(), errors
 
 
 def _score(work: _Work, probs: np.ndarray) -> tuple["pd.DataFrame", "pd.DataFrame | None"]:

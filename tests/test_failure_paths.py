@@ -181,3 +181,42 @@ def test_disk_errors_while_writing_become_output_errors(tmp_path):
         with atomic_path(tmp_path / "y.json"):
             raise ValueError("a bug")
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+# item 14: one rule for missing and empty texts, the same in prep and analyze
+
+_ODD_TEXTS = {"NaN": "missing text", " na ": "missing text", "NULL": "missing text", "#N/A": "missing text",
+              "\u200b\u200b": "empty text", " \ufeff\u2060 ": "empty text", "Nanotech shares rose": None}
+
+
+def test_null_markers_and_zero_width_texts_are_flagged_in_analyze(cli, tmp_path, trained_tiny_model_dir):
+    rows = [{"id": f"r{i}", "text": text} for i, text in enumerate(_ODD_TEXTS)] + [{"id": "null", "text": None}]
+    source = tmp_path / "odd.jsonl"
+    pd.DataFrame(rows).to_json(source, orient="records", lines=True)
+    csv = tmp_path / "odd.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    for path in (source, csv):
+        out = tmp_path / f"{path.stem}-{path.suffix[1:]}.scored.jsonl"
+        result = cli("analyze", path, "--model", trained_tiny_model_dir, "--out", out, "--id-column", "id")
+        assert result.exit_code == 0, result.output
+        scored = pd.read_json(out, lines=True, dtype={"id": str})
+        expected = [*_ODD_TEXTS.values(), "missing text"]
+        assert [None if pd.isna(e) else e for e in scored["error"]] == expected
+        assert scored.loc[scored["error"].notna(), "label"].isna().all()
+
+
+def test_prep_drops_texts_by_the_same_rule(cli, tmp_path):
+    from finsight.data.clean import text_errors
+
+    good = [{"text": f"Company {i} reports quarter {i}", "label": LABELS[i % 3]} for i in range(30)]
+    odd = [{"text": text, "label": "neutral"} for text in _ODD_TEXTS]
+    source = tmp_path / "in.csv"
+    pd.DataFrame(good + odd).to_csv(source, index=False)
+    result = cli("prep", source, "--out", tmp_path / "o", "--json")
+    assert result.exit_code == 0, result.output
+    card = json.loads(result.stdout)
+    unusable = sum(e is not None for e in text_errors(pd.Series(list(_ODD_TEXTS))))
+    assert card["dropped"]["empty_text"] == unusable == 6
+    kept = pd.concat(pd.read_parquet(tmp_path / "o" / f"{s}.parquet") for s in ("train", "validation", "test"))
+    assert "Nanotech shares rose" in set(kept["text"])
+    assert not kept["text"].str.casefold().isin({"nan", "na", "null", "#n/a"}).any()

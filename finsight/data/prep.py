@@ -28,7 +28,7 @@ def prepare(inputs: Sequence[str | Path], data: "DataSettings", *, workdir: Path
     Returns the data card. Nothing is written unless every step succeeds.
     """
     from finsight.data.card import split_summary, text_lengths
-    from finsight.data.clean import clean_texts
+    from finsight.data.clean import clean_texts, text_errors
     from finsight.data.dedupe import dedupe
 
     if data.val_size + data.test_size >= 1.0:
@@ -42,8 +42,9 @@ def prepare(inputs: Sequence[str | Path], data: "DataSettings", *, workdir: Path
 
     frame, records = read_inputs(sources, data)
     rows_in = len(frame)
+    unusable = text_errors(frame["text"]).astype(bool)  # None -> False
     frame["text"] = clean_texts(frame["text"], data)
-    empty = frame["text"] == ""
+    empty = unusable | (frame["text"] == "")  # also: nothing left after HTML/URL removal
     frame = frame[~empty].assign(_order=_keep_order(frame[~empty]))
     frame, found = dedupe(frame, rule=data.conflict_rule)
     if frame.empty:
