@@ -21,7 +21,7 @@ import numpy as np
 from finsight.errors import DataError
 from finsight.io import TableWriter, WRITE_FORMATS, detect_format, iter_chunks, list_columns, resolve_column
 from finsight.labels import LABELS
-from finsight.predict.scores import SCORE_COLUMNS, assign_scores
+from finsight.predict.scores import CLOSE_CALL, PROB_COLUMNS, SCORE_COLUMNS, assign_scores, label_margin
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,6 +50,8 @@ class AnalyzeSummary:
     sentences: int = 0
     label_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABELS, 0))
     sentiment_sum: float = 0.0
+    prob_sums: np.ndarray = field(default_factory=lambda: np.zeros(len(LABELS)))
+    close_calls: int = 0  # labels ahead of the runner-up by less than scores.CLOSE_CALL
     seconds: float = 0.0
     outputs: dict[str, str] = field(default_factory=dict)
 
@@ -62,6 +64,12 @@ class AnalyzeSummary:
         return self.sentiment_sum / self.scored if self.scored else None
 
     @property
+    def mean_probabilities(self) -> dict[str, float] | None:
+        if not self.scored:
+            return None
+        return {label: float(total / self.scored) for label, total in zip(LABELS, self.prob_sums)}
+
+    @property
     def rows_per_s(self) -> float:
         return self.rows / self.seconds if self.seconds else 0.0
 
@@ -69,6 +77,7 @@ class AnalyzeSummary:
         return {"rows": self.rows, "errors": self.errors, "truncated": self.truncated,
                 "sentences": self.sentences if self.mode == "document" else None,
                 "label_counts": self.label_counts, "mean_sentiment": self.mean_sentiment,
+                "mean_probabilities": self.mean_probabilities, "close_calls": self.close_calls,
                 "rows_per_s": round(self.rows_per_s, 1), "seconds": round(self.seconds, 3),
                 "outputs": self.outputs, "backend": self.backend, "model": self.model, "mode": self.mode}
 
@@ -288,6 +297,10 @@ def summary_update(summary: AnalyzeSummary, frame: "pd.DataFrame", work: _Work) 
     for label, count in frame["label"].value_counts().items():
         summary.label_counts[label] += int(count)
     summary.sentiment_sum += float(np.nansum(frame["sentiment"].to_numpy()))
+    probs = frame.loc[frame["error"].isna(), list(PROB_COLUMNS)].to_numpy(dtype=np.float64)
+    if len(probs):
+        summary.prob_sums += probs.sum(axis=0)
+        summary.close_calls += int((label_margin(probs) < CLOSE_CALL).sum())
 
 
 class GroupSummary:

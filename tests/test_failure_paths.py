@@ -220,3 +220,29 @@ def test_prep_drops_texts_by_the_same_rule(cli, tmp_path):
     kept = pd.concat(pd.read_parquet(tmp_path / "o" / f"{s}.parquet") for s in ("train", "validation", "test"))
     assert "Nanotech shares rose" in set(kept["text"])
     assert not kept["text"].str.casefold().isin({"nan", "na", "null", "#n/a"}).any()
+
+
+# item 11: document labels and mean sentiment shown together, close calls counted and flagged
+
+def test_document_summary_shows_counts_mean_probs_and_close_calls(cli, tmp_path, tiny_model_dir):
+    from finsight.predict.scores import CLOSE_CALL, label_margin
+
+    filings = Path(__file__).resolve().parents[1] / "examples" / "filings.jsonl"
+    out = tmp_path / "docs.jsonl"
+    args = ["analyze", filings, "--model", tiny_model_dir, "--mode", "document", "--out", out]
+    result = cli(*args, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    docs = pd.read_json(out, lines=True)
+    probs = docs[["p_negative", "p_neutral", "p_positive"]].to_numpy()
+    assert summary["label_counts"] == {label: int((docs["label"] == label).sum()) for label in LABELS}
+    assert summary["mean_probabilities"] == pytest.approx(dict(zip(LABELS, probs.mean(axis=0))), abs=1e-5)
+    assert summary["mean_sentiment"] == pytest.approx(
+        summary["mean_probabilities"]["positive"] - summary["mean_probabilities"]["negative"], abs=1e-5)
+    close = int((label_margin(probs) < CLOSE_CALL).sum())
+    assert summary["close_calls"] == close and close > len(docs) // 2  # an untrained model
+
+    table = cli(*args)
+    assert table.exit_code == 0
+    assert "mean p (neg/neu/pos)" in table.stdout and "close calls" in table.stdout
+    assert f"{close} of {len(docs)} labels lead the runner-up by less than" in table.stderr
