@@ -246,3 +246,57 @@ def test_document_summary_shows_counts_mean_probs_and_close_calls(cli, tmp_path,
     assert table.exit_code == 0
     assert "mean p (neg/neu/pos)" in table.stdout and "close calls" in table.stdout
     assert f"{close} of {len(docs)} labels lead the runner-up by less than" in table.stderr
+
+
+# items 6 and 12: parallel trainings; a failed start leaves nothing
+
+def test_second_training_into_one_out_is_refused(cli, tmp_path):
+    from filelock import FileLock
+
+    from finsight.train.runner import LOCK_FILE
+
+    data = tmp_path / "d"
+    assert cli("prep", _labelled_csv(tmp_path / "in.csv"), "--out", data).exit_code == 0
+    out = tmp_path / "run"
+    out.mkdir()
+    with FileLock(out / LOCK_FILE, timeout=0):  # a training in progress (held by this process)
+        result = cli("train", "--data", data, "--out", out, "--model", "tiny",
+                     "--set", "registry.enabled=false")
+    assert result.exit_code == 1
+    assert "another finsight train is writing to" in result.stderr and "--out" in result.stderr
+    assert not (out / "checkpoints").exists()
+
+
+def test_failed_start_leaves_no_run_dir(cli, tmp_path):
+    data = tmp_path / "d"
+    assert cli("prep", _labelled_csv(tmp_path / "in.csv"), "--out", data).exit_code == 0
+    out = tmp_path / "runs" / "r1"
+    result = cli("train", "--data", data, "--out", out, "--model", "nobody-here/no-such-model",
+                 "--set", "registry.enabled=false", env={"HF_HOME": str(tmp_path / "hf")})
+    assert result.exit_code == 1 and "--model DIR" in result.stderr
+    assert not out.exists()
+
+
+_OPEN_RUN = """
+import sys, time
+from finsight.config import load_settings
+from finsight.registry import tracking
+import mlflow, lightning.pytorch.loggers  # imported before the start line, so the race is tight
+settings = load_settings(None, [f"workdir={sys.argv[1]}", "registry.experiment=race"])
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+print(tracking.open_run(settings, run_name=sys.argv[3]).run_id)
+"""
+
+
+def test_parallel_first_runs_create_the_mlflow_store_once(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    start_at = time.time() + 25  # after every process has imported mlflow
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_RUN, str(tmp_path / "w"), str(start_at), f"r{i}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for proc, (stdout, stderr) in zip(procs, results):
+        assert proc.returncode == 0, stderr[-2000:]
+    assert len({stdout.strip() for stdout, _ in results}) == 3

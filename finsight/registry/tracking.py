@@ -8,7 +8,9 @@ With ``registry.enabled: false`` nothing here is called and mlflow is never impo
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -68,17 +70,38 @@ def open_run(settings, *, run_name: str, run_id: str | None = None):
 
     uri = settings.tracking_uri()
     _check_server(uri)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    logger = MLFlowLogger(experiment_name=settings.registry.experiment, run_name=run_name,
-                          tracking_uri=uri, artifact_location=artifact_root(settings), run_id=run_id)
-    try:
-        logger.run_id  # creates the experiment and the run now, so failures surface here
-    except Exception as exc:  # mlflow raises many types (MlflowException, SQLAlchemy, OSError)
-        raise RegistryError(f"cannot open an MLflow run at registry.tracking_uri={uri} "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                            "fix the URI or pass --set registry.enabled=false") from None
-    return logger
+    for attempt in range(_ATTEMPTS):
+        with _store_lock(uri):
+            logger = MLFlowLogger(experiment_name=settings.registry.experiment, run_name=run_name,
+                                  tracking_uri=uri, artifact_location=artifact_root(settings), run_id=run_id)
+            try:
+                logger.run_id  # creates the store, experiment and run now, so failures surface here
+                return logger
+            except Exception as exc:  # mlflow raises many types (MlflowException, SQLAlchemy, OSError)
+                error = exc
+        if attempt + 1 < _ATTEMPTS:
+            time.sleep(0.5 * (attempt + 1))  # a process outside finsight's lock raced us: retry
+    raise RegistryError(f"cannot open an MLflow run at registry.tracking_uri={uri} "
+                        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                        "fix the URI or pass --set registry.enabled=false")
+
+
+_ATTEMPTS = 3
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """A local sqlite store is created (schema migrations) on first use; two first trainings
+    in one workdir must not both create it. Parallel jobs take turns for that moment only."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock", timeout=300):
+        yield
 
 
 def log_params(logger, params: Mapping[str, str]) -> dict[str, str]:

@@ -6,12 +6,15 @@ Layout of a run directory ``<out>/``::
     metrics.json    per-epoch history, best validation metrics, run ids
     config.yaml     the resolved configuration
     checkpoints/    Lightning checkpoints (best, last) and run.json, for --resume
+    .finsight.lock  held while a training writes here: a second one into the same dir is refused
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from finsight.errors import ConfigError
 from finsight.train.quiet import quiet
 
 CHECKPOINTS = "checkpoints"
+LOCK_FILE = ".finsight.lock"
 MONITOR = "val_macro_f1"
 
 
@@ -101,8 +105,54 @@ def fit(settings, *, data_dir: str | Path | None, resume: bool = False, progress
     data_path = check_data_dir(data_dir).resolve()
     frames = {split: read_split(data_path / f"{split}.parquet") for split in ("train", "validation")}
     paths = run_paths(settings, resume=resume)
-    with quiet(verbose):
-        return _Run(settings, paths, data_path, frames, resume=resume, progress=progress).execute()
+    with run_lock(paths.out):
+        paths = run_paths(settings, resume=resume)  # again: a run may have finished meanwhile
+        with quiet(verbose):
+            return _Run(settings, paths, data_path, frames, resume=resume, progress=progress).execute()
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """One training at a time per run dir; a run that trained nothing leaves nothing behind.
+
+    Only the first process of a (multi-GPU, multi-node) run takes the lock: DDP workers re-run
+    the command with the same --out.
+    """
+    if not _first_process():
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    created = next((p for p in (out, out / CHECKPOINTS) if not p.exists()), None)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from finsight.io import output_error
+
+        raise output_error(out, exc) from None
+    lock = FileLock(out / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(f"another finsight train is writing to {out} (it holds {out / LOCK_FILE}); "
+                          "wait for it to finish or pass another --out") from None
+    try:
+        yield
+    except BaseException:
+        if created is not None and not (out / CHECKPOINTS / "last.ckpt").exists():
+            shutil.rmtree(created, ignore_errors=True)  # nothing was trained
+            if created != out:
+                (out / LOCK_FILE).unlink(missing_ok=True)
+        raise
+    finally:
+        lock.release()
+
+
+def _first_process() -> bool:
+    env = os.environ
+    if "RANK" in env:  # torchrun / SLURM-style launchers
+        return env["RANK"] == "0"
+    return env.get("LOCAL_RANK", "0") == "0" and env.get("NODE_RANK", "0") == "0"
 
 
 class _Run:
