@@ -21,6 +21,8 @@ import numpy as np
 from finsight.errors import DataError
 from finsight.io import TableWriter, WRITE_FORMATS, detect_format, iter_chunks, list_columns, resolve_column
 from finsight.labels import LABELS
+
+ENCODING_OPTION = "--set analyze.encoding="  # analyze has no --encoding flag
 from finsight.predict.scores import CLOSE_CALL, PROB_COLUMNS, SCORE_COLUMNS, assign_scores, label_margin
 
 if TYPE_CHECKING:
@@ -103,7 +105,7 @@ def _plan(path: Path, settings: Any) -> InputPlan:
     opts = settings.analyze
     fmt = detect_format(path, settings.data.format)
     encoding = opts.encoding or settings.data.encoding
-    available = list_columns(path, format=fmt, encoding=encoding)
+    available = list_columns(path, format=fmt, encoding=encoding, encoding_option=ENCODING_OPTION)
     text = resolve_column(available, opts.text_column, TEXT_CANDIDATES, path=path, role="text",
                           flag="--text-column")
     copied: list[str] = []
@@ -218,7 +220,7 @@ def _prepare_chunks(plan: InputPlan, source: str | None, predictor: Any, setting
     opts = settings.analyze
     columns = [plan.text, *plan.copied]
     for chunk in iter_chunks(plan.path, format=plan.format, columns=columns, chunk_rows=chunk_rows(opts, predictor),
-                             encoding=opts.encoding or settings.data.encoding):
+                             encoding=opts.encoding or settings.data.encoding, encoding_option=ENCODING_OPTION):
         texts, errors = _clean_texts(chunk[plan.text])
         valid = [t for t, e in zip(texts, errors) if e is None]
         prepared = split_documents(predictor, valid) if opts.mode == "document" else predictor.encode(valid)

@@ -201,6 +201,8 @@ def _sniff(path: Path) -> str:
         head = fh.read(64 * 1024)
     if not head.strip():
         raise DataError(f"input file {path} is empty")
+    if head.startswith(b"PAR1"):
+        return "parquet"
     text = head.decode("latin-1")
     lines = [ln for ln in text.splitlines()[:50] if ln.strip()]
     first = text.lstrip()[:1]
@@ -234,18 +236,22 @@ def iter_chunks(
     columns: Sequence[str] | None = None,
     chunk_rows: int = 8192,
     encoding: str | None = None,
+    encoding_option: str = "--encoding",
 ) -> Iterator["pd.DataFrame"]:
     """Yield DataFrame chunks of at most ``chunk_rows`` rows, each with a ``_line`` column.
 
     ``columns`` limits what is read (the check that they exist is the caller's, via
-    :func:`resolve_column`, which can list the columns the file has).
+    :func:`resolve_column`, which can list the columns the file has). ``encoding_option`` is
+    how the calling command sets the encoding (``--encoding``, or ``--set KEY=`` ending in '=').
     """
     fmt = detect_format(path, format)
     path = Path(path)
     if fmt != "hf":
         _check_file(path)
+        if fmt != "parquet":
+            _check_text(path)
     if encoding is not None:
-        _check_encoding(encoding)
+        _check_encoding(encoding, encoding_option)
     reader = _READERS[fmt]
     produced = False
     try:
@@ -254,7 +260,8 @@ def iter_chunks(
                 produced = True
                 yield chunk
     except UnicodeDecodeError:
-        raise DataError(_decode_message(path, encoding or _DEFAULT_ENCODING.get(fmt, "utf-8"))) from None
+        raise DataError(_decode_message(path, encoding or _DEFAULT_ENCODING.get(fmt, "utf-8"),
+                                        encoding_option)) from None
     if not produced:
         raise DataError(f"input file {path} has no data rows")
 
@@ -268,20 +275,73 @@ def _check_file(path: Path) -> None:
         raise DataError(f"input file {path} is empty")
 
 
-def _check_encoding(encoding: str) -> None:
+_READABLE = "finsight reads CSV, TSV, JSONL, JSON, Parquet and PhraseBank files"
+_MAGIC = (  # leading bytes -> what the file is, and what to do instead
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Excel (.xls) or other Office file",
+     "save the sheet as CSV UTF-8 and pass that"),
+    (b"%PDF", "a PDF document", "export its text to a CSV or JSONL file"),
+    (b"\x1f\x8b", "gzip-compressed", "decompress it first (gunzip FILE)"),
+    (b"BZh", "bzip2-compressed", "decompress it first (bunzip2 FILE)"),
+    (b"\xfd7zXZ", "xz-compressed", "decompress it first (unxz FILE)"),
+)
+
+
+def _check_text(path: Path) -> None:
+    """Refuse spreadsheets, archives and other binary files before reading them as text."""
+    import codecs
+
+    with open(path, "rb") as fh:
+        head = fh.read(8192)
+    kind, fix = _binary_kind(path, head)
+    if kind is None and head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return  # UTF-16 text is full of NUL bytes; the decoder reports it properly
+    if kind is None:
+        controls = sum(b < 32 and b not in b"\t\n\r\f\x1b" for b in head)
+        if b"\x00" in head or controls > len(head) // 10:
+            kind, fix = "binary data, not text", "pass a text table"
+    if kind is not None:
+        raise DataError(f"{path} is {kind}, a format finsight does not read; {fix} "
+                        f"({_READABLE})")
+
+
+def _binary_kind(path: Path, head: bytes) -> tuple[str | None, str | None]:
+    if head.startswith(b"PK\x03\x04"):
+        import zipfile
+
+        try:
+            names = set(zipfile.ZipFile(path).namelist())
+        except (zipfile.BadZipFile, OSError):
+            names = set()
+        if "xl/workbook.xml" in names:
+            return "an Excel workbook (.xlsx)", "save the sheet as CSV UTF-8 (File > Save As) and pass that"
+        if "content.xml" in names:
+            return "an OpenDocument file (.ods/.odt)", "save the sheet as CSV UTF-8 and pass that"
+        return "a zip archive", "unzip it and pass the file inside"
+    for magic, kind, fix in _MAGIC:
+        if head.startswith(magic):
+            return kind, fix
+    return None, None
+
+
+def _option(option: str, value: str) -> str:
+    """A command's option with a value, as typed: ``--encoding utf-8`` or ``--set k=utf-8``."""
+    return f"{option}{value}" if option.endswith("=") else f"{option} {value}"
+
+
+def _check_encoding(encoding: str, option: str = "--encoding") -> None:
     import codecs
 
     try:
         codecs.lookup(encoding)
     except LookupError:
-        raise DataError(f"unknown text encoding '{encoding}' (--encoding / data.encoding); "
+        raise DataError(f"unknown text encoding '{encoding}' ({_option(option, 'NAME')}); "
                         "use e.g. utf-8, latin-1, cp1252, utf-16") from None
 
 
 _DEFAULT_ENCODING = {"phrasebank": "latin-1"}
 
 
-def _decode_message(path: Path, encoding: str) -> str:
+def _decode_message(path: Path, encoding: str, option: str = "--encoding") -> str:
     """Where the first undecodable byte is (line and byte offset in the file) and the fix."""
     import codecs
 
@@ -289,7 +349,7 @@ def _decode_message(path: Path, encoding: str) -> str:
         head = fh.read(4)
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return (f"{path} is UTF-16 (it starts with a UTF-16 byte-order mark), not {encoding}; "
-                "pass --encoding utf-16 or re-save the file as UTF-8")
+                f"pass {_option(option, 'utf-16')} or re-save the file as UTF-8")
     decoder = codecs.getincrementaldecoder(encoding)()
     offset, line = 0, 1
     with open(path, "rb") as fh:
@@ -302,22 +362,22 @@ def _decode_message(path: Path, encoding: str) -> str:
                 where = offset + bad
                 line += block[:bad].count(b"\n")
                 return (f"{path} is not valid {encoding}: byte 0x{exc.object[exc.start]:02x} on "
-                        f"line {line} (file offset {where}); {_encoding_hint(path)}")
+                        f"line {line} (file offset {where}); {_encoding_hint(path, option)}")
             offset += len(block)
             line += block.count(b"\n")
-    return (f"{path} is not valid {encoding}; pass the right --encoding (e.g. latin-1) "
+    return (f"{path} is not valid {encoding}; pass the right encoding ({_option(option, 'latin-1')}) "
             "or re-save the file as UTF-8")
 
 
-def _encoding_hint(path: Path) -> str:
+def _encoding_hint(path: Path, option: str = "--encoding") -> str:
     try:
         with open(path, encoding="utf-8") as fh:
             for _ in iter(lambda: fh.read(1 << 20), ""):
                 pass
-        return "it is valid UTF-8: pass --encoding utf-8 (config key data.encoding)"
+        return f"it is valid UTF-8: pass {_option(option, 'utf-8')}"
     except UnicodeDecodeError:
-        return ("it looks like latin-1/cp1252 text: pass --encoding latin-1 (config key "
-                "data.encoding) or re-save the file as UTF-8")
+        return (f"it looks like latin-1/cp1252 text: pass {_option(option, 'latin-1')} "
+                "or re-save the file as UTF-8")
 
 
 def read_table(path: str | os.PathLike, **kwargs: Any) -> "pd.DataFrame":
@@ -328,14 +388,16 @@ def read_table(path: str | os.PathLike, **kwargs: Any) -> "pd.DataFrame":
     return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0].reset_index(drop=True)
 
 
-def list_columns(path: str | os.PathLike, *, format: str = "auto", encoding: str | None = None) -> list[str]:
+def list_columns(path: str | os.PathLike, *, format: str = "auto", encoding: str | None = None,
+                 encoding_option: str = "--encoding") -> list[str]:
     """Column names of a file, read from its first chunk (cheap)."""
     fmt = detect_format(path, format)
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         return list(pq.ParquetFile(path).schema_arrow.names)
-    first = next(iter_chunks(path, format=fmt, chunk_rows=256, encoding=encoding))
+    first = next(iter_chunks(path, format=fmt, chunk_rows=256, encoding=encoding,
+                             encoding_option=encoding_option))
     return [c for c in first.columns if c != LINE]
 
 

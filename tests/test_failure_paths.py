@@ -300,3 +300,49 @@ def test_parallel_first_runs_create_the_mlflow_store_once(tmp_path):
     for proc, (stdout, stderr) in zip(procs, results):
         assert proc.returncode == 0, stderr[-2000:]
     assert len({stdout.strip() for stdout, _ in results}) == 3
+
+
+# items 4 and 13: spreadsheets and binary files are named as such; hints fit the command
+
+def _xlsx(path: Path) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:  # the parts that make a file an .xlsx
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+        archive.writestr("xl/worksheets/sheet1.xml", "<worksheet/>")
+    return path
+
+
+@pytest.mark.parametrize("name", ["headlines.xlsx", "renamed.csv"])
+def test_spreadsheet_is_not_called_an_encoding_problem(cli, tmp_path, name, tiny_model_dir):
+    source = _xlsx(tmp_path / name)
+    for args in (["prep", source, "--out", tmp_path / "o"],
+                 ["prep", source, "--out", tmp_path / "o", "--encoding", "latin-1"],
+                 ["analyze", source, "--model", tiny_model_dir, "--out", tmp_path / "s.csv"]):
+        result = cli(*args)
+        assert result.exit_code == 1
+        line = result.stderr.strip()
+        assert "Excel workbook" in line and "CSV" in line and "Parquet" in line, line
+        assert "utf-8" not in line and "latin-1" not in line and "malformed" not in line, line
+
+
+def test_random_binary_with_latin1_is_binary_not_columns(cli, tmp_path):
+    import random
+
+    source = tmp_path / "blob.csv"
+    source.write_bytes(random.Random(0).randbytes(4096))
+    result = cli("prep", source, "--out", tmp_path / "o", "--encoding", "latin-1")
+    assert result.exit_code == 1
+    assert "binary data" in result.stderr and "has columns" not in result.stderr, result.stderr
+
+
+def test_analyze_encoding_hint_works_as_printed(cli, tmp_path, trained_tiny_model_dir):
+    source = tmp_path / "latin.csv"
+    source.write_bytes("text\nCaf\xe9 chain profit rose 5%\nSales fell in M\xfcnchen\n".encode("latin-1"))
+    args = ["analyze", str(source), "--model", str(trained_tiny_model_dir), "--out", str(tmp_path / "s.csv")]
+    first = cli(*args)
+    assert first.exit_code == 1
+    hint = re.search(r"pass (--set \S+) or re-save", first.stderr).group(1)
+    assert cli(*args, *shlex.split(hint)).exit_code == 0
+    assert len(pd.read_csv(tmp_path / "s.csv")) == 2
