@@ -346,3 +346,29 @@ def test_analyze_encoding_hint_works_as_printed(cli, tmp_path, trained_tiny_mode
     hint = re.search(r"pass (--set \S+) or re-save", first.stderr).group(1)
     assert cli(*args, *shlex.split(hint)).exit_code == 0
     assert len(pd.read_csv(tmp_path / "s.csv")) == 2
+
+
+# item 7: SIGTERM cleans up like Ctrl-C
+
+def test_sigterm_during_analyze_leaves_no_temp_file(tmp_path, trained_tiny_model_dir):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = tmp_path / "big.csv"
+    pd.DataFrame({"text": [f"Company {i} raised its dividend by {i % 17} percent" for i in range(300_000)]}
+                 ).to_csv(source, index=False)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "finsight", "analyze", str(source), "--model",
+                             str(trained_tiny_model_dir), "--out", str(out_dir / "s.csv"),
+                             "--backend", "torch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out_dir.glob(".*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "analyze ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert list(out_dir.iterdir()) == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +33,36 @@ class GlobalOptions:
     verbose: bool = False
 
 
+class Terminated(BaseException):
+    """SIGTERM (kill, Kubernetes, a CI timeout) as an exception, so that `finally` blocks and
+    context managers remove temp files the way they do on Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+class _sigterm_unwinds:
+    def __enter__(self):
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, _raise_terminated)
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 class FinsightGroup(TyperGroup):
     """Runs every command; expected errors end as one red line on stderr and exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with _sigterm_unwinds():
+                return super().invoke(ctx)
+        except Terminated:
+            err.print("[red]terminated[/]")
+            raise typer.Exit(143) from None
         except FinsightError as exc:
             opts = ctx.obj if isinstance(ctx.obj, GlobalOptions) else GlobalOptions()
             if opts.verbose:
