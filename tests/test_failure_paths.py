@@ -372,3 +372,35 @@ def test_sigterm_during_analyze_leaves_no_temp_file(tmp_path, trained_tiny_model
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143, stderr
     assert list(out_dir.iterdir()) == []
+
+
+# item 9: --help of every command and config show are readable at 80 columns
+
+def _command_paths(command, prefix=()):
+    yield prefix
+    for name, sub in (getattr(command, "commands", None) or {}).items():
+        yield from _command_paths(sub, (*prefix, name))
+
+
+def test_help_and_config_show_fit_80_columns(cli):
+    import typer
+
+    from finsight.cli import app
+    from finsight.config import all_keys
+
+    env = {"COLUMNS": "80"}
+    paths = list(_command_paths(typer.main.get_command(app)))
+    assert ("config", "show") in paths and ("analyze",) in paths
+    for path in paths:
+        result = cli(*path, "--help", env=env)
+        assert result.exit_code == 0, path
+        for line in result.stdout.splitlines():
+            assert len(line) <= 80 and "…" not in line and "<bool>" not in line, (path, line)
+            if not line.startswith("Usage:"):
+                assert not line.rstrip().endswith("..."), (path, line)  # a cut-off description
+    shown = cli("config", "show", env=env)
+    assert shown.exit_code == 0
+    lines = shown.stdout.splitlines()
+    assert all(len(line) <= 80 and line == line.rstrip() for line in lines)
+    starts = {line.split(" = ")[0] for line in lines if " = " in line and not line.startswith(" ")}
+    assert starts == set(all_keys())  # every key whole, at the start of its own line

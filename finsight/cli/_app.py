@@ -53,7 +53,26 @@ class _sigterm_unwinds:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-class FinsightGroup(TyperGroup):
+class HelpGroup(TyperGroup):
+    """A command group whose help lists commands in registration order, none cut off."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # registration order, not alphabetical
+
+    def format_commands(self, ctx: click.Context, formatter) -> None:
+        """Each command with its first sentence, wrapped rather than cut off with '...'."""
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.commands[name]
+            if not cmd.hidden:
+                text = (cmd.short_help or cmd.help or "").strip().split("\n\n")[0]
+                rows.append((name, " ".join(text.split()).split("; ")[0].rstrip(".")))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class FinsightGroup(HelpGroup):
     """Runs every command; expected errors end as one red line on stderr and exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -72,9 +91,6 @@ class FinsightGroup(TyperGroup):
         except KeyboardInterrupt:
             err.print("[red]interrupted[/]")
             raise typer.Exit(130) from None
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)  # registration order, not alphabetical
 
     def resolve_command(self, ctx: click.Context, args: list[str]):
         """Global options may also follow the command: `finsight train ... --set k=v -v`.
@@ -133,10 +149,13 @@ def _late_globals(ctx: click.Context, args: list[str], own: set[str], kept: list
 app = typer.Typer(
     cls=FinsightGroup,
     name="finsight",
-    help="Financial sentiment analysis around FinBERT: prep, train, evaluate, export, analyze.",
+    help="Financial sentiment analysis around FinBERT: prep, train, evaluate, export, analyze.\n\n"
+         "The options below may also follow the command: finsight train ... --set k=v -v. "
+         "`finsight config show KEY` explains a config key.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

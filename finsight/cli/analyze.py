@@ -21,7 +21,8 @@ def _names(values: Optional[List[str]]) -> Optional[list[str]]:
 @app.command("analyze")
 def analyze(
     ctx: typer.Context,
-    inputs: List[Path] = typer.Argument(..., help="CSV/TSV/JSONL/JSON/Parquet files, scored in order."),
+    inputs: List[Path] = typer.Argument(
+        ..., metavar="FILE", help="CSV/TSV/JSONL/JSON/Parquet files, scored in order."),
     out_file: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Output file; format from the suffix (.csv .tsv .jsonl .parquet)."),
     model: Optional[str] = typer.Option(
