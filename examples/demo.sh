@@ -31,3 +31,13 @@ finsight analyze examples/filings.jsonl --model "$W/export-onnx-int8" --id-colum
 
 printf '\nOutputs under %s/:\n' "$W"
 ls "$W"
+
+# The commands as this shell can run them: `make demo` puts .venv/bin on PATH, the user's may not.
+bin() { local path; path=$(command -v "$1"); case "$path" in "$PWD"/*) echo "${path#"$PWD"/}" ;; *) echo "$1" ;; esac; }
+step "next steps"
+cat <<EOF
+Browse the demo's MLflow runs (then open http://127.0.0.1:5000):
+  $(bin mlflow) ui --backend-store-uri sqlite:///$W/mlflow.db
+Score a file of your own with the demo's int8 model (a toy: use a real model for real work):
+  $(bin finsight) analyze examples/headlines.csv --model $W/export-onnx-int8 --out scored.csv
+EOF

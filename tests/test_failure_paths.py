@@ -404,3 +404,23 @@ def test_help_and_config_show_fit_80_columns(cli):
     assert all(len(line) <= 80 and line == line.rstrip() for line in lines)
     starts = {line.split(" = ")[0] for line in lines if " = " in line and not line.startswith(" ")}
     assert starts == set(all_keys())  # every key whole, at the start of its own line
+
+
+# item 10: the demo ends with commands that point at what it wrote
+
+def test_demo_next_steps_point_at_the_demo_outputs(monkeypatch):
+    from finsight.config import load_settings
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    script = (root / "examples" / "demo.sh").read_text()
+    workdir = re.search(r"^W=(\S+)$", script, re.M).group(1)
+    settings = load_settings(root / "configs" / "quickstart.yaml")
+    assert (root / workdir).resolve() == settings.workdir.resolve()
+    steps = script[script.index('step "next steps"'):]
+    db = re.search(r"ui --backend-store-uri sqlite:///(\S+)", steps).group(1).replace("$W", workdir)
+    assert f"sqlite:///{(root / db).resolve()}" == settings.tracking_uri()
+    model = re.search(r"analyze \S+ --model (\S+)", steps).group(1)
+    assert f'--out "{model}"' in script  # the export step writes it
+    readme = (root / "README.md").read_text()
+    assert f"sqlite:///{db}" in readme and model.replace("$W", workdir) in readme
