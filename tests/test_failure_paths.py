@@ -424,3 +424,31 @@ def test_demo_next_steps_point_at_the_demo_outputs(monkeypatch):
     assert f'--out "{model}"' in script  # the export step writes it
     readme = (root / "README.md").read_text()
     assert f"sqlite:///{db}" in readme and model.replace("$W", workdir) in readme
+
+
+# item 8: one epoch numbering (from 1) in the table, metrics.json, checkpoint names and MLflow;
+# no third-party progress bars
+
+def test_epochs_count_from_one_everywhere(cli, tmp_path):
+    import mlflow
+
+    data = tmp_path / "d"
+    assert cli("prep", _labelled_csv(tmp_path / "in.csv"), "--out", data).exit_code == 0
+    out = tmp_path / "run"
+    result = cli("train", "--data", data, "--out", out, "--model", "tiny", "--set", "train.max_epochs=2",
+                 "--set", f"workdir={tmp_path / 'w'}", "--set", "model.tiny_layers=1",
+                 "--set", "train.early_stopping_patience=0")
+    assert result.exit_code == 0, result.output
+    assert "run run" not in result.stdout and "finsight train: run" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [row["epoch"] for row in metrics["history"]] == [1, 2]
+    assert (out / "checkpoints" / f"best-epoch{metrics['best_epoch']}.ckpt").is_file()
+    client = mlflow.MlflowClient(f"sqlite:///{(tmp_path / 'w' / 'mlflow.db').resolve()}")
+    epochs = {m.value for m in client.get_metric_history(metrics["mlflow_run_id"], "epoch")}
+    assert epochs == {1.0, 2.0}
+
+
+def test_export_prints_no_loading_bar(cli, tmp_path, trained_tiny_model_dir):
+    result = cli("export", trained_tiny_model_dir, "--out", tmp_path / "x", "--no-optimize")
+    assert result.exit_code == 0, result.output
+    assert "Loading weights" not in result.stderr and "%|" not in result.stderr, result.stderr

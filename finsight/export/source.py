@@ -78,7 +78,8 @@ def load_source(ref: str | Path, settings) -> Source:
     location = str(path) if local else ref
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForSequenceClassification.from_pretrained(location, dtype=torch.float32, **kwargs)
+        with hub.no_progress_bars():
+            model = AutoModelForSequenceClassification.from_pretrained(location, dtype=torch.float32, **kwargs)
     except (OSError, ValueError) as exc:
         if not local:
             raise hub.load_error(ref, exc) from None

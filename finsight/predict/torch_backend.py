@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from typing import Any
 
@@ -68,7 +67,7 @@ class TorchPredictor(EncoderPredictor):
 
         kwargs = hub.pretrained_kwargs(settings.model.revision) if artifact.path is None else {}
         try:
-            with _no_progress_bars():
+            with hub.no_progress_bars():
                 model = AutoModelForSequenceClassification.from_pretrained(
                     artifact.location, dtype=self.dtype, attn_implementation="sdpa", **kwargs)
         except (OSError, ValueError) as exc:
@@ -109,20 +108,6 @@ class TorchPredictor(EncoderPredictor):
         import torch
 
         return torch.cat(outputs).cpu().numpy()
-
-
-@contextlib.contextmanager
-def _no_progress_bars():
-    """transformers' "Loading weights" bar would land on analyze's stderr next to its own."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
 
 
 def default_batch_size(opts: Any, device: str) -> int:

@@ -114,8 +114,9 @@ def _load_hf(ref: str, model_settings, *, base_model: str, hub: bool = False) ->
     config.id2label = dict(enumerate(labels))
     config.label2id = {name: i for i, name in enumerate(labels)}
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            ref, config=config, dtype=torch.float32, **kwargs)
+        with hf_hub.no_progress_bars():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                ref, config=config, dtype=torch.float32, **kwargs)
     except (OSError, ValueError) as exc:
         raise hf_hub.load_error(ref, exc) from None
     if kept is None and _had_head(config):

@@ -233,7 +233,8 @@ class _Run:
         from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
         cfg = self.settings.train
-        checkpoint = ModelCheckpoint(dirpath=self.paths.checkpoints, filename="best-epoch{epoch}",
+        # {epoch} is the 1-based "epoch" the module logs (module.py), as in tables and metrics.
+        checkpoint = ModelCheckpoint(dirpath=self.paths.checkpoints, filename="best-epoch{epoch:.0f}",
                                      auto_insert_metric_name=False, monitor=MONITOR, mode="max",
                                      save_top_k=1)
         # Lightning 2.6 writes save_last only when the best improves; --resume needs every epoch.
