@@ -206,8 +206,6 @@ def test_null_markers_and_zero_width_texts_are_flagged_in_analyze(cli, tmp_path,
 
 
 def test_prep_drops_texts_by_the_same_rule(cli, tmp_path):
-    from finsight.data.clean import text_errors
-
     good = [{"text": f"Company {i} reports quarter {i}", "label": LABELS[i % 3]} for i in range(30)]
     odd = [{"text": text, "label": "neutral"} for text in _ODD_TEXTS]
     source = tmp_path / "in.csv"
@@ -215,8 +213,7 @@ def test_prep_drops_texts_by_the_same_rule(cli, tmp_path):
     result = cli("prep", source, "--out", tmp_path / "o", "--json")
     assert result.exit_code == 0, result.output
     card = json.loads(result.stdout)
-    unusable = sum(e is not None for e in text_errors(pd.Series(list(_ODD_TEXTS))))
-    assert card["dropped"]["empty_text"] == unusable == 6
+    assert card["dropped"]["empty_text"] == sum(e is not None for e in _ODD_TEXTS.values())
     kept = pd.concat(pd.read_parquet(tmp_path / "o" / f"{s}.parquet") for s in ("train", "validation", "test"))
     assert "Nanotech shares rose" in set(kept["text"])
     assert not kept["text"].str.casefold().isin({"nan", "na", "null", "#n/a"}).any()
@@ -278,12 +275,15 @@ def test_failed_start_leaves_no_run_dir(cli, tmp_path):
 
 
 _OPEN_RUN = """
-import sys, time
+import pathlib, sys, time
 from finsight.config import load_settings
 from finsight.registry import tracking
 import mlflow, lightning.pytorch.loggers  # imported before the start line, so the race is tight
 settings = load_settings(None, [f"workdir={sys.argv[1]}", "registry.experiment=race"])
-time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+barrier = pathlib.Path(sys.argv[2])
+(barrier / sys.argv[3]).touch()
+while not (barrier / "go").exists():
+    time.sleep(0.002)
 print(tracking.open_run(settings, run_name=sys.argv[3]).run_id)
 """
 
@@ -293,9 +293,14 @@ def test_parallel_first_runs_create_the_mlflow_store_once(tmp_path):
     import sys
     import time
 
-    start_at = time.time() + 25  # after every process has imported mlflow
-    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_RUN, str(tmp_path / "w"), str(start_at), f"r{i}"],
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_RUN, str(tmp_path / "w"), str(barrier), f"r{i}"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    deadline = time.monotonic() + 180
+    while len(list(barrier.iterdir())) < len(procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (barrier / "go").touch()  # all imported: they open the store at the same moment
     results = [p.communicate(timeout=300) for p in procs]
     for proc, (stdout, stderr) in zip(procs, results):
         assert proc.returncode == 0, stderr[-2000:]
