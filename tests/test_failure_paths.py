@@ -296,7 +296,7 @@ def test_parallel_first_runs_create_the_mlflow_store_once(tmp_path):
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     procs = [subprocess.Popen([sys.executable, "-c", _OPEN_RUN, str(tmp_path / "w"), str(barrier), f"r{i}"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     deadline = time.monotonic() + 180
     while len(list(barrier.iterdir())) < len(procs) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -304,7 +304,7 @@ def test_parallel_first_runs_create_the_mlflow_store_once(tmp_path):
     results = [p.communicate(timeout=300) for p in procs]
     for proc, (stdout, stderr) in zip(procs, results):
         assert proc.returncode == 0, stderr[-2000:]
-    assert len({stdout.strip() for stdout, _ in results}) == 3
+    assert len({stdout.strip() for stdout, _ in results}) == len(procs)
 
 
 # items 4 and 13: spreadsheets and binary files are named as such; hints fit the command

@@ -104,7 +104,7 @@ def _load_hf(ref: str, model_settings, *, base_model: str, hub: bool = False) ->
         config = AutoConfig.from_pretrained(ref, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(ref, use_fast=True, **kwargs)
     except (OSError, ValueError) as exc:
-        raise hf_hub.load_error(ref, exc) from None
+        raise _load_error(ref, exc, hub=hub) from None
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"model {ref} has no fast tokenizer (tokenizer.json); save one with "
                          "`AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(DIR)`")
@@ -118,7 +118,7 @@ def _load_hf(ref: str, model_settings, *, base_model: str, hub: bool = False) ->
             model = AutoModelForSequenceClassification.from_pretrained(
                 ref, config=config, dtype=torch.float32, **kwargs)
     except (OSError, ValueError) as exc:
-        raise hf_hub.load_error(ref, exc) from None
+        raise _load_error(ref, exc, hub=hub) from None
     if kept is None and _had_head(config):
         _reset_head(model)
     return Start(model=model, tokenizer=tokenizer, base_model=base_model,
@@ -149,3 +149,11 @@ def _reset_head(model) -> None:
                         module.bias.zero_()
                 elif hasattr(module, "reset_parameters") and not list(module.children()):
                     module.reset_parameters()
+
+
+def _load_error(ref: str, exc: Exception, *, hub: bool) -> ModelError:
+    from finsight import hub as hf_hub
+
+    if hub:
+        return hf_hub.load_error(ref, exc)
+    return ModelError(f"cannot load model {ref}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}")
