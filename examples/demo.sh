@@ -10,11 +10,12 @@ M=$W/runs/demo/model
 
 finsight --config configs/quickstart.yaml pipeline run
 
+# The commands as this shell can run them: `make demo` puts .venv/bin on PATH, the user's may not.
+bin() { local path; path=$(command -v "$1"); case "$path" in "$PWD"/*) echo "${path#"$PWD"/}" ;; *) echo "$1" ;; esac; }
 cat <<NEXT
 
-Next, from $(pwd) (the commands are in .venv/bin):
-  source .venv/bin/activate
-  finsight serve --model $M                                  # the model over HTTP on 127.0.0.1:8000
-  mlflow ui --backend-store-uri sqlite:///$W/mlflow.db       # the training runs, on 127.0.0.1:5000
-  finsight analyze examples/filings.jsonl --model $M --mode document --out $W/filings.scored.jsonl
+Next steps (the demo model is a toy built offline: use a real model for real work):
+  $(bin finsight) serve --model $M                           # the model over HTTP: http://127.0.0.1:8000
+  $(bin mlflow) ui --backend-store-uri sqlite:///$W/mlflow.db   # the runs and registry: http://127.0.0.1:5000
+  $(bin finsight) analyze examples/filings.jsonl --model $M --mode document --out $W/filings.scored.jsonl
 NEXT

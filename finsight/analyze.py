@@ -23,11 +23,12 @@ from finsight.io import (ID_COLUMNS, TEXT_COLUMNS, TableWriter, WRITE_FORMATS, d
                          list_columns, resolve_column)
 from finsight.labels import LABELS
 from finsight.paths import default_path
-from finsight.predict.scores import SCORE_COLUMNS, assign_scores
+from finsight.predict.scores import CLOSE_CALL, PROB_COLUMNS, SCORE_COLUMNS, assign_scores, label_margin
 
 if TYPE_CHECKING:
     import pandas as pd
 
+ENCODING_OPTION = "--set analyze.encoding="  # analyze has no --encoding flag
 Progress = Callable[[int, "int | None"], None]
 
 
@@ -50,6 +51,8 @@ class AnalyzeSummary:
     sentences: int = 0
     label_counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LABELS, 0))
     sentiment_sum: float = 0.0
+    prob_sums: np.ndarray = field(default_factory=lambda: np.zeros(len(LABELS)))
+    close_calls: int = 0  # labels ahead of the runner-up by less than scores.CLOSE_CALL
     seconds: float = 0.0
     outputs: dict[str, str] = field(default_factory=dict)
 
@@ -62,6 +65,12 @@ class AnalyzeSummary:
         return self.sentiment_sum / self.scored if self.scored else None
 
     @property
+    def mean_probabilities(self) -> dict[str, float] | None:
+        if not self.scored:
+            return None
+        return {label: float(total / self.scored) for label, total in zip(LABELS, self.prob_sums)}
+
+    @property
     def rows_per_s(self) -> float:
         return self.rows / self.seconds if self.seconds else 0.0
 
@@ -69,6 +78,7 @@ class AnalyzeSummary:
         return {"rows": self.rows, "errors": self.errors, "truncated": self.truncated,
                 "sentences": self.sentences if self.mode == "document" else None,
                 "label_counts": self.label_counts, "mean_sentiment": self.mean_sentiment,
+                "mean_probabilities": self.mean_probabilities, "close_calls": self.close_calls,
                 "rows_per_s": round(self.rows_per_s, 1), "seconds": round(self.seconds, 3),
                 "outputs": self.outputs, "backend": self.backend, "model": self.model, "mode": self.mode}
 
@@ -94,7 +104,7 @@ def _plan(path: Path, settings: Any) -> InputPlan:
     opts = settings.analyze
     fmt = detect_format(path, settings.data.format)
     encoding = opts.encoding or settings.data.encoding
-    available = list_columns(path, format=fmt, encoding=encoding)
+    available = list_columns(path, format=fmt, encoding=encoding, encoding_option=ENCODING_OPTION)
     text = resolve_column(available, opts.text_column, TEXT_COLUMNS, path=path, role="text",
                           flag="--text-column")
     copied: list[str] = []
@@ -128,12 +138,13 @@ def sidecar_path(out: Path, kind: str) -> Path:
 def analyze_files(inputs: Sequence[str | Path], settings: Any, *, predictor: Any = None,
                   on_progress: Progress | None = None) -> AnalyzeSummary:
     """Score ``inputs`` (concatenated in order) into ``analyze.out``; returns the run summary."""
-    from finsight.io import write_format
+    from finsight.io import check_writable, write_format
 
     opts = settings.analyze
     plans = plan_inputs(inputs, settings)
     out = output_path(plans[0].path, settings)
-    write_format(out)  # refuse an unwritable suffix before loading a model
+    write_format(out)  # refuse an unwritable suffix or place before loading a model
+    check_writable(out)
     if any(out.resolve() == p.path.resolve() for p in plans):
         raise DataError(f"output {out} is one of the inputs; pass another --out")
     if predictor is None:
@@ -203,13 +214,14 @@ def _prepare_all(plans: Sequence[InputPlan], predictor: Any, settings: Any) -> I
 
 def _prepare_chunks(plan: InputPlan, source: str | None, predictor: Any, settings: Any) -> Iterator[_Work]:
     """Read, clean and tokenize; runs in the prefetch thread."""
+    from finsight.data.clean import texts_to_score
     from finsight.predict.document import split_documents
 
     opts = settings.analyze
     columns = [plan.text, *plan.copied]
     for chunk in iter_chunks(plan.path, format=plan.format, columns=columns, chunk_rows=chunk_rows(opts, predictor),
-                             encoding=opts.encoding or settings.data.encoding):
-        texts, errors = _clean_texts(chunk[plan.text])
+                             encoding=opts.encoding or settings.data.encoding, encoding_option=ENCODING_OPTION):
+        texts, errors = texts_to_score(chunk[plan.text])
         valid = [t for t, e in zip(texts, errors) if e is None]
         prepared = split_documents(predictor, valid) if opts.mode == "document" else predictor.encode(valid)
         yield _Work(chunk=chunk, plan=plan, source=source, errors=errors, prepared=prepared, mode=opts.mode)
@@ -221,16 +233,6 @@ def chunk_rows(opts: Any, predictor: Any) -> int:
     if opts.chunk_rows:
         return int(opts.chunk_rows)
     return 32768 if str(getattr(predictor, "device", "cpu")).startswith("cuda") else 8192
-
-
-def _clean_texts(column: "pd.Series") -> tuple[list[str], np.ndarray]:
-    null = column.isna().to_numpy()
-    texts = column.where(~null, "").astype(str)
-    blank = (texts.str.strip() == "").to_numpy()
-    errors = np.full(len(texts), None, dtype=object)
-    errors[blank] = "empty text"
-    errors[null] = "missing text"
-    return texts.tolist(), errors
 
 
 def _score(work: _Work, probs: np.ndarray) -> tuple["pd.DataFrame", "pd.DataFrame | None"]:
@@ -289,6 +291,10 @@ def summary_update(summary: AnalyzeSummary, frame: "pd.DataFrame", work: _Work) 
     for label, count in frame["label"].value_counts().items():
         summary.label_counts[label] += int(count)
     summary.sentiment_sum += float(np.nansum(frame["sentiment"].to_numpy()))
+    probs = frame.loc[frame["error"].isna(), list(PROB_COLUMNS)].to_numpy(dtype=np.float64)
+    if len(probs):
+        summary.prob_sums += probs.sum(axis=0)
+        summary.close_calls += int((label_margin(probs) < CLOSE_CALL).sum())
 
 
 class GroupSummary:

@@ -13,6 +13,10 @@ class DataError(FinsightError):
     """An input file or its contents cannot be used."""
 
 
+class OutputError(FinsightError):
+    """An output path cannot be written: read-only, not a directory, disk full."""
+
+
 class ModelError(FinsightError):
     """A model cannot be found, loaded or does not fit the task."""
 

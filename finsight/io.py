@@ -9,6 +9,7 @@ failed run never leaves a half-written file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -19,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-from finsight.errors import DataError
+from finsight.errors import DataError, OutputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,19 +38,61 @@ _SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".n
 
 # ---------------------------------------------------------------- atomic writes
 
+# An OSError with one of these while writing an output is the disk's answer, not a bug.
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_WRITE_ERRNOS = _NO_SPACE | {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+                             errno.EEXIST, errno.ENOENT}
+
+
+def check_writable(path: str | os.PathLike, *, flag: str = "--out") -> None:
+    """Refuse an output that cannot be written before any expensive work.
+
+    ``path`` (a file or a directory) is written beside itself, so its nearest existing
+    parent must be a directory in which a file can be created.
+    """
+    path = Path(path).expanduser().absolute()
+    base = path.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise OutputError(f"cannot write {path}: {base} is a file, not a directory; pass another {flag}")
+    try:
+        with tempfile.TemporaryFile(dir=base):
+            pass
+    except OSError as exc:
+        raise output_error(path, exc, flag=flag) from None
+
+
+def output_error(path: str | os.PathLike, exc: OSError, *, flag: str = "--out") -> OutputError:
+    """One line for an output the OS refused: the path, the OS reason and the fix."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    fix = "free some space or pass another" if exc.errno in _NO_SPACE else "pass another"
+    return OutputError(f"cannot write {path}: {reason}; {fix} {flag}")
+
+
+def _write_failure(exc: OSError, tmp: Path) -> bool:
+    return exc.errno in _NO_SPACE or (exc.errno in _WRITE_ERRNOS and str(tmp) in str(exc.filename or ""))
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise output_error(path, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     _usual_mode(tmp_path, 0o666)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if _write_failure(exc, tmp_path) or str(path) == str(exc.filename2 or ""):
+            raise output_error(path, exc) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -71,22 +114,36 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     in turn; files it had that the run did not write are kept.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise output_error(path, exc) from None
     _usual_mode(tmp, 0o777)
     try:
         yield tmp
-        if not path.exists():
-            os.replace(tmp, path)
-            return
-        for item in sorted(tmp.rglob("*")):
-            target = path / item.relative_to(tmp)
-            if item.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-            else:
-                os.replace(item, target)
+        try:
+            _move_into(tmp, path)
+        except OSError as exc:
+            raise output_error(path, exc) from None
+    except OSError as exc:
+        if _write_failure(exc, tmp):
+            raise output_error(path, exc) from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_into(tmp: Path, path: Path) -> None:
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    for item in sorted(tmp.rglob("*")):
+        target = path / item.relative_to(tmp)
+        if item.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            os.replace(item, target)
 
 
 def _usual_mode(path: Path, mode: int) -> None:
@@ -148,6 +205,8 @@ def _sniff(path: Path) -> str:
         head = fh.read(64 * 1024)
     if not head.strip():
         raise DataError(f"input file {path} is empty")
+    if head.startswith(b"PAR1"):
+        return "parquet"
     text = head.decode("latin-1")
     lines = [ln for ln in text.splitlines()[:50] if ln.strip()]
     first = text.lstrip()[:1]
@@ -181,18 +240,22 @@ def iter_chunks(
     columns: Sequence[str] | None = None,
     chunk_rows: int = 8192,
     encoding: str | None = None,
+    encoding_option: str = "--encoding",
 ) -> Iterator["pd.DataFrame"]:
     """Yield DataFrame chunks of at most ``chunk_rows`` rows, each with a ``_line`` column.
 
     ``columns`` limits what is read (the check that they exist is the caller's, via
-    :func:`resolve_column`, which can list the columns the file has).
+    :func:`resolve_column`, which can list the columns the file has). ``encoding_option`` is
+    how the calling command sets the encoding (``--encoding``, or ``--set KEY=`` ending in '=').
     """
     fmt = detect_format(path, format)
     path = Path(path)
     if fmt != "hf":
         _check_file(path)
+        if fmt != "parquet":
+            _check_text(path)
     if encoding is not None:
-        _check_encoding(encoding)
+        _check_encoding(encoding, encoding_option)
     reader = _READERS[fmt]
     produced = False
     try:
@@ -201,7 +264,8 @@ def iter_chunks(
                 produced = True
                 yield chunk
     except UnicodeDecodeError:
-        raise DataError(_decode_message(path, encoding or _DEFAULT_ENCODING.get(fmt, "utf-8"))) from None
+        raise DataError(_decode_message(path, encoding or _DEFAULT_ENCODING.get(fmt, "utf-8"),
+                                        encoding_option)) from None
     if not produced:
         raise DataError(f"input file {path} has no data rows")
 
@@ -215,20 +279,73 @@ def _check_file(path: Path) -> None:
         raise DataError(f"input file {path} is empty")
 
 
-def _check_encoding(encoding: str) -> None:
+_READABLE = "finsight reads CSV, TSV, JSONL, JSON, Parquet and PhraseBank files"
+_MAGIC = (  # leading bytes -> what the file is, and what to do instead
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Excel (.xls) or other Office file",
+     "save the sheet as CSV UTF-8 and pass that"),
+    (b"%PDF", "a PDF document", "export its text to a CSV or JSONL file"),
+    (b"\x1f\x8b", "gzip-compressed", "decompress it first (gunzip FILE)"),
+    (b"BZh", "bzip2-compressed", "decompress it first (bunzip2 FILE)"),
+    (b"\xfd7zXZ", "xz-compressed", "decompress it first (unxz FILE)"),
+)
+
+
+def _check_text(path: Path) -> None:
+    """Refuse spreadsheets, archives and other binary files before reading them as text."""
+    import codecs
+
+    with open(path, "rb") as fh:
+        head = fh.read(8192)
+    kind, fix = _binary_kind(path, head)
+    if kind is None and head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return  # UTF-16 text is full of NUL bytes; the decoder reports it properly
+    if kind is None:
+        controls = sum(b < 32 and b not in b"\t\n\r\f\x1b" for b in head)
+        if b"\x00" in head or controls > len(head) // 10:
+            kind, fix = "binary data, not text", "pass a text table"
+    if kind is not None:
+        raise DataError(f"{path} is {kind}, a format finsight does not read; {fix} "
+                        f"({_READABLE})")
+
+
+def _binary_kind(path: Path, head: bytes) -> tuple[str | None, str | None]:
+    if head.startswith(b"PK\x03\x04"):
+        import zipfile
+
+        try:
+            names = set(zipfile.ZipFile(path).namelist())
+        except (zipfile.BadZipFile, OSError):
+            names = set()
+        if "xl/workbook.xml" in names:
+            return "an Excel workbook (.xlsx)", "save the sheet as CSV UTF-8 (File > Save As) and pass that"
+        if "content.xml" in names:
+            return "an OpenDocument file (.ods/.odt)", "save the sheet as CSV UTF-8 and pass that"
+        return "a zip archive", "unzip it and pass the file inside"
+    for magic, kind, fix in _MAGIC:
+        if head.startswith(magic):
+            return kind, fix
+    return None, None
+
+
+def _option(option: str, value: str) -> str:
+    """A command's option with a value, as typed: ``--encoding utf-8`` or ``--set k=utf-8``."""
+    return f"{option}{value}" if option.endswith("=") else f"{option} {value}"
+
+
+def _check_encoding(encoding: str, option: str = "--encoding") -> None:
     import codecs
 
     try:
         codecs.lookup(encoding)
     except LookupError:
-        raise DataError(f"unknown text encoding '{encoding}' (--encoding / data.encoding); "
+        raise DataError(f"unknown text encoding '{encoding}' ({_option(option, 'NAME')}); "
                         "use e.g. utf-8, latin-1, cp1252, utf-16") from None
 
 
 _DEFAULT_ENCODING = {"phrasebank": "latin-1"}
 
 
-def _decode_message(path: Path, encoding: str) -> str:
+def _decode_message(path: Path, encoding: str, option: str = "--encoding") -> str:
     """Where the first undecodable byte is (line and byte offset in the file) and the fix."""
     import codecs
 
@@ -236,7 +353,7 @@ def _decode_message(path: Path, encoding: str) -> str:
         head = fh.read(4)
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return (f"{path} is UTF-16 (it starts with a UTF-16 byte-order mark), not {encoding}; "
-                "pass --encoding utf-16 or re-save the file as UTF-8")
+                f"pass {_option(option, 'utf-16')} or re-save the file as UTF-8")
     decoder = codecs.getincrementaldecoder(encoding)()
     offset, line = 0, 1
     with open(path, "rb") as fh:
@@ -249,22 +366,22 @@ def _decode_message(path: Path, encoding: str) -> str:
                 where = offset + bad
                 line += block[:bad].count(b"\n")
                 return (f"{path} is not valid {encoding}: byte 0x{exc.object[exc.start]:02x} on "
-                        f"line {line} (file offset {where}); {_encoding_hint(path)}")
+                        f"line {line} (file offset {where}); {_encoding_hint(path, option)}")
             offset += len(block)
             line += block.count(b"\n")
-    return (f"{path} is not valid {encoding}; pass the right --encoding (e.g. latin-1) "
+    return (f"{path} is not valid {encoding}; pass the right encoding ({_option(option, 'latin-1')}) "
             "or re-save the file as UTF-8")
 
 
-def _encoding_hint(path: Path) -> str:
+def _encoding_hint(path: Path, option: str = "--encoding") -> str:
     try:
         with open(path, encoding="utf-8") as fh:
             for _ in iter(lambda: fh.read(1 << 20), ""):
                 pass
-        return "it is valid UTF-8: pass --encoding utf-8 (config key data.encoding)"
+        return f"it is valid UTF-8: pass {_option(option, 'utf-8')}"
     except UnicodeDecodeError:
-        return ("it looks like latin-1/cp1252 text: pass --encoding latin-1 (config key "
-                "data.encoding) or re-save the file as UTF-8")
+        return (f"it looks like latin-1/cp1252 text: pass {_option(option, 'latin-1')} "
+                "or re-save the file as UTF-8")
 
 
 def read_table(path: str | os.PathLike, **kwargs: Any) -> "pd.DataFrame":
@@ -275,14 +392,16 @@ def read_table(path: str | os.PathLike, **kwargs: Any) -> "pd.DataFrame":
     return pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0].reset_index(drop=True)
 
 
-def list_columns(path: str | os.PathLike, *, format: str = "auto", encoding: str | None = None) -> list[str]:
+def list_columns(path: str | os.PathLike, *, format: str = "auto", encoding: str | None = None,
+                 encoding_option: str = "--encoding") -> list[str]:
     """Column names of a file, read from its first chunk (cheap)."""
     fmt = detect_format(path, format)
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
         return list(pq.ParquetFile(path).schema_arrow.names)
-    first = next(iter_chunks(path, format=fmt, chunk_rows=256, encoding=encoding))
+    first = next(iter_chunks(path, format=fmt, chunk_rows=256, encoding=encoding,
+                             encoding_option=encoding_option))
     return [c for c in first.columns if c != LINE]
 
 
@@ -311,7 +430,7 @@ def resolve_column(
         if name in lowered:
             return lowered[name]
     raise DataError(f"{path}: cannot find a {role} column (tried {', '.join(candidates)}); "
-                    f"the file has columns: {', '.join(available)}; pass {flag} COLUMN")
+                    f"the file has columns: {', '.join(available)}; pass {flag}{'' if flag.endswith('=') else ' '}COLUMN")
 
 
 def _read_delimited(sep: str):
@@ -505,8 +624,11 @@ class TableWriter:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.format = write_format(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        except OSError as exc:
+            raise output_error(self.path, exc) from None
         os.close(fd)
         self._tmp = Path(tmp)
         _usual_mode(self._tmp, 0o666)
@@ -514,6 +636,15 @@ class TableWriter:
         self.rows = 0
 
     def write(self, frame: "pd.DataFrame") -> None:
+        try:
+            self._write(frame)
+        except OSError as exc:
+            if _write_failure(exc, self._tmp):
+                raise output_error(self.path, exc) from None
+            raise
+        self.rows += len(frame)
+
+    def _write(self, frame: "pd.DataFrame") -> None:
         if self.format == "parquet":
             self._write_parquet(frame)
         elif self.format == "jsonl":
@@ -523,7 +654,6 @@ class TableWriter:
         else:
             frame.to_csv(self._tmp, mode="a", index=False, header=self.rows == 0,
                          sep="\t" if self.format == "tsv" else ",")
-        self.rows += len(frame)
 
     def _write_parquet(self, frame: "pd.DataFrame") -> None:
         import pyarrow as pa
@@ -543,6 +673,10 @@ class TableWriter:
                 self._parquet = None
             if commit:
                 os.replace(self._tmp, self.path)
+        except OSError as exc:
+            if commit and (_write_failure(exc, self._tmp) or exc.errno in _WRITE_ERRNOS):
+                raise output_error(self.path, exc) from None
+            raise
         finally:
             self._tmp.unlink(missing_ok=True)
 

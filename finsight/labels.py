@@ -101,6 +101,18 @@ def to_canonical(labels: "pd.Series", label_map: Mapping[str, str] | None = None
     return map_labels(labels, label_map or {}, **kwargs)[0]
 
 
+def map_hint(values: Sequence[str], flag: str) -> str:
+    """Options that map ``values`` as typed in a shell: the repeatable ``--label-map SRC=LABEL``,
+    or one ``--set data.label_map={...}`` when ``flag`` is a ``--set`` key."""
+    import json
+    import shlex
+
+    if flag.startswith("--set "):
+        pairs = ", ".join(f"{json.dumps(value)}: LABEL" for value in values)
+        return f"--set {shlex.quote(flag.split()[1] + '={' + pairs + '}')}"
+    return " ".join(f"{flag} {shlex.quote(f'{value}=LABEL')}" for value in values)
+
+
 def _unknown_message(unknown: dict[str, int], source: str, flag: str) -> str:
     shown = sorted(unknown.items(), key=lambda kv: (-kv[1], kv[0]))
     listed = ", ".join(f"'{value}' ({count} row{'s' * (count != 1)})" for value, count in shown[:20])
@@ -110,8 +122,7 @@ def _unknown_message(unknown: dict[str, int], source: str, flag: str) -> str:
     if MISSING in unknown:
         hints.append("fill in or remove the rows with no label")
     if named:
-        example = " ".join(f"{value}=<label>" for value in named[:3])
-        hints.append(f"map them with {flag} {example} (labels: {', '.join(LABELS)})")
+        hints.append(f"map them with {map_hint(named[:3], flag)} (LABEL: {', '.join(LABELS)})")
     return f"{source}: unknown labels {listed}{more}; {'; '.join(hints)}"
 
 

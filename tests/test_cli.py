@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -86,3 +89,110 @@ def test_python_dash_m_and_console_script():
     proc = subprocess.run([sys.executable, "-m", "finsight", "--version"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == f"finsight {__version__}"
+
+
+# ---------------------------------------------------------------- README examples run as printed
+
+REPO = Path(__file__).resolve().parents[1]
+# Examples this test cannot run here, and why; each must still be in README (so this list
+# cannot go stale). Everything else README shows for a command the CLI has must exit 0.
+NOT_RUN = {
+    "finsight -c configs/finbert.yaml train --data DIR": "downloads ProsusAI/finbert from the Hub",
+    "finsight train --data DIR --model /path/to/local/hf/dir --set train.devices=4 --set train.strategy=ddp":
+        "needs 4 devices and a base model",
+}
+# Placeholders and paths in README -> what stands for them here (cwd is the test's tmp dir).
+# Extend this (and _example_inputs) when README gains a command whose placeholders differ.
+SUBSTITUTE = (
+    (r"^\.\./shared/data/", f"{REPO.parent}/shared/data/"),
+    (r"^(configs|examples)/", rf"{REPO}/\1/"),
+    (r"^(finsight-work/runs/)?RUN/", "finsight-work/runs/tiny/"),
+    (r"^finsight-work/runs/r1/", "finsight-work/runs/tiny/"),
+    (r"^finsight-work/demo/export-onnx-int8$", "finsight-work/runs/tiny/export-onnx-int8"),
+    (r"^DIR$", "finsight-work/data/headlines"),
+    (r"^DATA/", "finsight-work/data/headlines/"),
+    (r"^MODEL$", "finsight-work/runs/tiny/model"),
+)
+# Commands that produce what later ones use run first; README order within a command.
+STAGES = ("config", "prep", "train", "export", "evaluate", "analyze")
+
+
+def readme_examples() -> list[tuple[str, list[str]]]:
+    """(line as printed, argv after `finsight`) for every finsight command in README's bash blocks."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    examples = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            argv = shlex.split(line, comments=True)
+            if argv and Path(argv[0]).name == "finsight":
+                examples.append((" ".join(argv), argv[1:]))
+    return examples
+
+
+def _command(argv: list[str]) -> str | None:
+    """The subcommand of an argv, skipping global options and their values."""
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-c", "--config", "-s", "--set"):
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _substitute(arg: str) -> str:
+    key, eq, value = arg.partition("=") if not arg.startswith("-") else ("", "", arg)
+    target = value if eq else arg
+    for pattern, replacement in SUBSTITUTE:
+        target = re.sub(pattern, replacement, target)
+    return f"{key}={target}" if eq else target
+
+
+def _example_inputs(cwd: Path) -> None:
+    """The files README's examples name, written in the test's cwd."""
+    import shutil
+
+    import pandas as pd
+
+    headlines = pd.read_csv(REPO / "examples" / "headlines.csv")
+    codes = headlines["label"].map({"negative": 0, "positive": 1, "neutral": 2})
+    pd.DataFrame({"id": headlines["id"], "headline": headlines["text"], "label": codes}).to_csv(
+        cwd / "news.csv", index=False)
+    half = len(headlines) // 2
+    headlines.iloc[:half].to_csv(cwd / "train.csv", index=False)
+    headlines.iloc[half:].to_json(cwd / "test.jsonl", orient="records", lines=True)
+    headlines[["text", "label"]].to_csv(cwd / "labeled.csv", index=False)
+    headlines.iloc[:half].to_json(cwd / "a.jsonl", orient="records", lines=True)
+    headlines.iloc[half:].to_json(cwd / "b.jsonl", orient="records", lines=True)
+    shutil.copy(REPO / "examples" / "filings.jsonl", cwd / "filings.jsonl")
+
+
+def test_readme_examples_run_as_printed(cli, tmp_path):
+    import typer
+
+    from finsight.cli import app
+
+    examples = readme_examples()
+    printed = {line for line, _ in examples}
+    assert set(NOT_RUN) <= printed, set(NOT_RUN) - printed
+    commands = typer.main.get_command(app).commands
+    runnable = [(line, argv) for line, argv in examples
+                if line not in NOT_RUN and _command(argv) in commands]
+    runnable.sort(key=lambda ex: STAGES.index(_command(ex[1])) if _command(ex[1]) in STAGES else len(STAGES))
+    _example_inputs(tmp_path)
+    ran, skipped = [], []
+    for line, argv in runnable:
+        args = [_substitute(arg) for arg in argv]
+        missing = [a for a in args if "shared/data/" in a and not Path(a).exists()]
+        if missing:
+            skipped.append(f"{line} ({missing[0]} absent)")
+            continue
+        leftover = [a for a in args if re.search(r"\b[A-Z]{2,}\b", a) and not a.startswith("-")]
+        assert not leftover, f"README example {line!r} has placeholders {leftover}: extend SUBSTITUTE"
+        # An example without --model uses the default hub model: here the tiny run stands for it.
+        result = cli(*args, env={"FINSIGHT_PREDICT__MODEL": str(tmp_path / "finsight-work/runs/tiny/model")})
+        assert result.exit_code == 0, f"README example failed: {line}\n  ran: {args}\n{result.output[-3000:]}"
+        ran.append(line)
+    core = {line for line, argv in examples if _command(argv) in STAGES and line not in NOT_RUN}
+    assert core <= set(ran) | {s.split(" (")[0] for s in skipped}, core - set(ran)
+    assert len(ran) >= 20, (ran, skipped)

@@ -274,7 +274,7 @@ def test_data_dir_without_validation_split(cli, tmp_path, headlines):
 def test_unknown_model_id_offline(cli, tmp_path, headlines):
     data = write_splits(headlines, tmp_path / "data")
     _one_line_error(cli("train", "--data", data, "--model", "finsight-test/no-such-model"),
-                    "cannot load 'finsight-test/no-such-model'", "--model /path/to/dir")
+                    "cannot load model 'finsight-test/no-such-model'", "--model DIR")
     _one_line_error(cli("train", "--data", data, "--model", "./no/such/dir"), "not found")
 
 

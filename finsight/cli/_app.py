@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +33,55 @@ class GlobalOptions:
     verbose: bool = False
 
 
-class FinsightGroup(TyperGroup):
+class Terminated(BaseException):
+    """SIGTERM (kill, Kubernetes, a CI timeout) as an exception, so that `finally` blocks and
+    context managers remove temp files the way they do on Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+class _sigterm_unwinds:
+    def __enter__(self):
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, _raise_terminated)
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class HelpGroup(TyperGroup):
+    """A command group whose help lists commands in registration order, none cut off."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # registration order, not alphabetical
+
+    def format_commands(self, ctx: click.Context, formatter) -> None:
+        """Each command with its first sentence, wrapped rather than cut off with '...'."""
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.commands[name]
+            if not cmd.hidden:
+                text = (cmd.short_help or cmd.help or "").strip().split("\n\n")[0]
+                rows.append((name, " ".join(text.split()).split("; ")[0].rstrip(".")))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class FinsightGroup(HelpGroup):
     """Runs every command; expected errors end as one red line on stderr and exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with _sigterm_unwinds():
+                return super().invoke(ctx)
+        except Terminated:
+            err.print("[red]terminated[/]")
+            raise typer.Exit(143) from None
         except FinsightError as exc:
             opts = ctx.obj if isinstance(ctx.obj, GlobalOptions) else GlobalOptions()
             if opts.verbose:
@@ -47,17 +92,70 @@ class FinsightGroup(TyperGroup):
             err.print("[red]interrupted[/]")
             raise typer.Exit(130) from None
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)  # registration order, not alphabetical
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """Global options may also follow the command: `finsight train ... --set k=v -v`.
+
+        They are taken out of the command's arguments before it parses them, and join the
+        ones given before it: one precedence, later `--set` wins. A command that defines
+        an option of the same name keeps it.
+        """
+        name, cmd, rest = super().resolve_command(ctx, args)
+        leaf, depth = cmd, 0
+        while isinstance(leaf, TyperGroup) and depth < len(rest) and rest[depth] in leaf.commands:
+            leaf, depth = leaf.commands[rest[depth]], depth + 1
+        own = {opt for param in leaf.params for opt in (*param.opts, *param.secondary_opts)}
+        kept = rest[:depth]
+        late = _late_globals(ctx, rest[depth:], own, kept)
+        ctx.params["overrides"] = [*(ctx.params.get("overrides") or []), *late["overrides"]]
+        ctx.params["verbose"] = ctx.params.get("verbose") or late["verbose"]
+        if late["config"] is not None:
+            before = ctx.params.get("config")
+            if before is not None and Path(before) != late["config"]:
+                ctx.fail(f"--config given twice ({before} and {late['config']}); pass one")
+            ctx.params["config"] = late["config"]
+        return name, cmd, kept
+
+
+_VALUED = {"--set": "overrides", "-s": "overrides", "--config": "config", "-c": "config"}
+_FLAGS = ("--verbose", "-v")
+
+
+def _late_globals(ctx: click.Context, args: list[str], own: set[str], kept: list[str]) -> dict:
+    """Split global options out of ``args`` (appending the rest to ``kept``)."""
+    late: dict[str, Any] = {"overrides": [], "config": None, "verbose": False}
+    tokens = iter(args)
+    for token in tokens:
+        if token == "--":
+            kept.append(token)
+            kept.extend(tokens)
+            break
+        flag, eq, value = token.partition("=") if token.startswith("--") else (token, "", "")
+        if flag in own or (flag not in _VALUED and flag not in _FLAGS):
+            kept.append(token)
+        elif flag in _FLAGS:
+            late["verbose"] = True
+        else:
+            if not eq:
+                value = next(tokens, None)
+                if value is None:
+                    ctx.fail(f"Option '{flag}' requires an argument.")
+            if _VALUED[flag] == "overrides":
+                late["overrides"].append(value)
+            else:
+                late["config"] = Path(value)
+    return late
 
 
 app = typer.Typer(
     cls=FinsightGroup,
     name="finsight",
-    help="Financial sentiment analysis around FinBERT: prep, train, evaluate, export, analyze.",
+    help="Financial sentiment analysis around FinBERT: prep, train, evaluate, export, analyze.\n\n"
+         "The options below may also follow the command: finsight train ... --set k=v -v. "
+         "`finsight config show KEY` explains a config key.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -21,7 +21,8 @@ def _names(values: Optional[List[str]]) -> Optional[list[str]]:
 @app.command("analyze")
 def analyze(
     ctx: typer.Context,
-    inputs: List[Path] = typer.Argument(..., help="CSV/TSV/JSONL/JSON/Parquet files, scored in order."),
+    inputs: List[Path] = typer.Argument(
+        ..., metavar="FILE", help="CSV/TSV/JSONL/JSON/Parquet files, scored in order."),
     out_file: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Output file; format from the suffix (.csv .tsv .jsonl .parquet)."),
     model: Optional[str] = typer.Option(
@@ -57,6 +58,12 @@ def analyze(
         print_json(summary.as_dict())
         return
     out.print(_summary_table(summary))
+    if summary.scored and summary.close_calls * 2 > summary.scored:
+        from finsight.predict.scores import CLOSE_CALL
+
+        err.print(f"[yellow]{summary.close_calls:,} of {summary.scored:,} labels lead the runner-up by "
+                  f"less than {CLOSE_CALL:g} probability: the model hardly separates these classes, "
+                  "so the label counts say little; see mean p and check it with finsight evaluate[/]")
     if summary.truncated and summary.mode == "sentence":
         err.print(f"[yellow]{summary.truncated:,} rows were longer than the model's max length and "
                   "were truncated; --mode document scores long texts sentence by sentence[/]")
@@ -95,6 +102,11 @@ def _summary_table(summary) -> Table:
         table.add_row(label, f"{count:,}  ({count / scored:.1%})")
     mean = data["mean_sentiment"]
     table.add_row("mean sentiment", "-" if mean is None else f"{mean:+.4f}")
+    probs = data["mean_probabilities"]
+    if probs:
+        table.add_row("mean p (" + "/".join(label[:3] for label in probs) + ")",
+                      "/".join(f"{p:.3f}" for p in probs.values()))
+    table.add_row("close calls", f"{data['close_calls']:,}  ({data['close_calls'] / scored:.1%})")
     table.add_row("rows", f"{data['rows']:,}")
     if data["sentences"] is not None:
         table.add_row("sentences", f"{data['sentences']:,}")

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from finsight.cli._app import app, out, print_json, settings
+from finsight.cli._app import HelpGroup, app, out, print_json, settings
 
-config_app = typer.Typer(help="Show or write the configuration.", no_args_is_help=True)
+config_app = typer.Typer(cls=HelpGroup, help="Show or write the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
 _SOURCE_STYLE = {"default": "dim", "file": "cyan", "env": "magenta", "cli": "bold green"}
@@ -39,14 +39,15 @@ def show(
         return
     if key in RENAMED:
         out.print(f"[yellow]{escape(deprecation_message(key))}[/]")
-    table = Table(title="finsight config", show_lines=False)
-    for column in ("key", "value", "source", "description"):
-        table.add_column(column, overflow="fold")
-    for key in keys:
-        value = _value(values, key)
-        style = _SOURCE_STYLE[sources[key]]
-        table.add_row(key, repr(value), f"[{style}]{sources[key]}[/]", field_info(key).description)
-    out.print(table)
+    # One entry per key, its description wrapped under it: readable at 80 columns, and a key
+    # is never broken (a table squeezes four columns and folds keys mid-word).
+    for name in keys:
+        style = _SOURCE_STYLE[sources[name]]
+        out.print(f"[bold]{escape(name)}[/] = {escape(repr(_value(values, name)))}  "
+                  f"[{style}]({sources[name]})[/]", soft_wrap=False, overflow="fold")
+        for line in textwrap.wrap(field_info(name).description or "", width=max(out.width, 40) - 4,
+                                  break_long_words=False, break_on_hyphens=False):
+            out.print(f"    [dim]{escape(line)}[/]")
 
 
 def _value(values: dict, key: str):

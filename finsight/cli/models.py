@@ -17,7 +17,7 @@ app.add_typer(models_app, name="models")
 _URI = typer.Option(None, "--tracking-uri", help="MLflow store (registry.tracking_uri).")
 
 
-@models_app.command("list")
+@models_app.command("list", short_help="Registered versions, aliases and their figures.")
 def list_(
     ctx: typer.Context,
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Only this registered model."),
@@ -65,7 +65,7 @@ def _short(value: str) -> str:
         return value
 
 
-@models_app.command("alias")
+@models_app.command("alias", short_help="Point ALIAS at VERSION (promote or roll back).")
 def alias(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Registered model name."),
@@ -85,7 +85,7 @@ def alias(
     out.print(f"{result['model_uri']}: {before} -> version {result['version']}")
 
 
-@models_app.command("pull")
+@models_app.command("pull", short_help="Copy a registered version into a directory.")
 def pull(
     ctx: typer.Context,
     ref: str = typer.Argument(..., help="models:/NAME@ALIAS or models:/NAME/VERSION."),

@@ -13,7 +13,7 @@ pipeline_app = typer.Typer(help="Run the whole lifecycle from one config.", no_a
 app.add_typer(pipeline_app, name="pipeline")
 
 
-@pipeline_app.command("run")
+@pipeline_app.command("run", short_help="Run the stages that changed; skip the rest.")
 def run(
     ctx: typer.Context,
     start: Optional[str] = typer.Option(None, "--from", help="Re-run from this stage on, changed or not."),

@@ -39,7 +39,7 @@ def train(
 
 
 def _render(result: dict[str, Any]) -> None:
-    table = Table(title=f"run {result['run_name']}")
+    table = Table(title=f"finsight train: {result['run_name']}")
     table.add_column("epoch", justify="right")
     for column in ("train loss", "train acc", "val loss", "val acc", "val macro-F1"):
         table.add_column(column, justify="right")

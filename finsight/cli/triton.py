@@ -15,7 +15,7 @@ triton_app = typer.Typer(help="Triton Inference Server: build a model repository
 app.add_typer(triton_app, name="triton")
 
 
-@triton_app.command("build")
+@triton_app.command("build", short_help="Write a Triton repository that serves raw text.")
 def build(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="ONNX export dir, model dir with a valid ONNX export beside it, "
@@ -59,7 +59,7 @@ def build(
               f"`finsight triton check --repo {manifest['path']}`)[/]")
 
 
-@triton_app.command("check")
+@triton_app.command("check", short_help="Serve the repository and compare with ONNX.")
 def check(
     ctx: typer.Context,
     repo: Optional[Path] = typer.Option(

@@ -1,18 +1,51 @@
-"""Text cleaning and the normalised key that duplicate detection compares."""
+"""Text cleaning, the one rule for unusable texts, and the key duplicate detection compares."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from finsight.config import DataSettings
 
 _URL = r"(?:https?://|ftp://|www\.)\S+"
 _HTML_TAG = r"<[^<>]{1,500}>"
-# Zero-width and byte-order marks survive NFKC and would make equal texts look different.
-_INVISIBLE = "[\u200b-\u200f\u2060\ufeff]"
+# Zero-width and byte-order marks (and soft hyphens) survive NFKC and would make equal texts
+# look different, or an empty text look like one.
+_INVISIBLE = "[\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff]"
+# What spreadsheets and dataframe exports write for a missing value: a text that is only one
+# of these (any case) is missing, not a headline.
+NULL_MARKERS = frozenset({"nan", "na", "n/a", "#n/a", "null", "none", "<na>"})
+MISSING, EMPTY = "missing text", "empty text"
+
+
+def text_errors(texts: "pd.Series") -> "np.ndarray":
+    """The one rule for texts that cannot be scored (prep drops them, analyze and serve flag them).
+
+    Per text: None (usable), ``"missing text"`` (null, or only a null marker such as NaN, NA,
+    null, None) or ``"empty text"`` (nothing left after NFKC and removing zero-width
+    characters and whitespace).
+    """
+    import numpy as np
+    import pandas as pd
+
+    raw = pd.Series(texts.array, index=texts.index, dtype=object)
+    null = raw.isna().to_numpy()
+    base = (raw.where(~null, "").astype(str).str.normalize("NFKC")
+            .str.replace(_INVISIBLE, "", regex=True).str.strip())
+    errors = np.full(len(raw), None, dtype=object)
+    errors[(base == "").to_numpy()] = EMPTY
+    errors[null | base.str.casefold().isin(NULL_MARKERS).to_numpy()] = MISSING
+    return errors
+
+
+def texts_to_score(column: "pd.Series") -> tuple[list[str], "np.ndarray"]:
+    """The texts as given (document mode needs their line breaks) and :func:`text_errors`:
+    what analyze, serve and the registry's pyfunc score, and which rows they flag instead."""
+    errors = text_errors(column)
+    return column.where(column.notna(), "").astype(str).tolist(), errors
 
 
 def clean_texts(texts: "pd.Series", data: "DataSettings") -> "pd.Series":

@@ -123,10 +123,10 @@ def read_labeled(path: str | Path, data: "DataSettings", *, require_labels: bool
     fmt = detect_format(path, data.format)
     columns = list_columns(path, format=fmt, encoding=data.encoding)
     text = resolve_column(columns, data.text_column, TEXT_COLUMNS, path=path, role="text",
-                          flag="--set data.text_column=NAME")
+                          flag="--set data.text_column=")
     if require_labels or data.label_column is not None:
         label = resolve_column(columns, data.label_column, LABEL_COLUMNS, path=path, role="label",
-                               flag="--set data.label_column=NAME")
+                               flag="--set data.label_column=")
     else:
         lowered = {c.lower(): c for c in columns}
         label = next((lowered[name] for name in LABEL_COLUMNS if name in lowered), None)
@@ -139,7 +139,7 @@ def read_labeled(path: str | Path, data: "DataSettings", *, require_labels: bool
     labels = None
     if label is not None:
         labels = to_canonical(frame[label], data.label_map, source=str(path),
-                              flag="--set 'data.label_map={SRC: LABEL}', e.g.").tolist()
+                              flag="--set data.label_map").tolist()
     return LabeledTexts(frame[text].astype(str).tolist(), labels, str(path.resolve()))
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from finsight import __version__
 from finsight.data.load import SPLITS, input_stem, read_inputs, sources_from
 from finsight.errors import ConfigError, DataError
+from finsight.io import check_writable
 from finsight.labels import LABELS
 from finsight.paths import LAYOUT
 from finsight.results import PrepResult
@@ -29,7 +30,7 @@ def prepare(inputs: Sequence[str | Path], data: "DataSettings", *, workdir: Path
     succeeds.
     """
     from finsight.data.card import split_summary, text_lengths
-    from finsight.data.clean import clean_texts
+    from finsight.data.clean import clean_texts, text_errors
     from finsight.data.dedupe import dedupe
 
     if data.val_size + data.test_size >= 1.0:
@@ -39,11 +40,13 @@ def prepare(inputs: Sequence[str | Path], data: "DataSettings", *, workdir: Path
     out = Path(data.out) if data.out else Path(workdir) / LAYOUT["data"] / input_stem(sources[0])
     if out.exists() and not out.is_dir():
         raise DataError(f"output {out} exists and is not a directory; pass another --out")
+    check_writable(out)
 
     frame, records = read_inputs(sources, data)
     rows_in = len(frame)
+    unusable = text_errors(frame["text"]).astype(bool)  # None -> False
     frame["text"] = clean_texts(frame["text"], data)
-    empty = frame["text"] == ""
+    empty = unusable | (frame["text"] == "")  # also: nothing left after HTML/URL removal
     frame = frame[~empty].assign(_order=_keep_order(frame[~empty]))
     frame, found = dedupe(frame, rule=data.conflict_rule)
     if frame.empty:

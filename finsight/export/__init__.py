@@ -43,17 +43,21 @@ def export_model(
     """
     from finsight.export.source import load_source
     from finsight.export.validate import compare, failed_gates, validation_set
-    from finsight.io import atomic_dir
+    from finsight.io import atomic_dir, check_writable
 
     cfg = settings.export
     exporter = EXPORTERS[cfg.format]()
     precision = exporter.precision(cfg)  # refuses bad option combinations before any work
     step = on_step or (lambda message: None)
     started = time.perf_counter()
+    if cfg.out is not None:
+        _check_target(Path(cfg.out))
+        check_writable(cfg.out)  # before minutes of loading and exporting
     step(f"loading {model}")
     source = load_source(model, settings)
     out = Path(cfg.out) if cfg.out is not None else default_out_dir(source, settings, cfg.format, precision)
     _check_target(out)
+    check_writable(out)
     data = validation_set(source, settings)  # bad validation data fails before the export
     with atomic_dir(out) as tmp:
         fields = exporter.build(source, tmp, cfg, step=step)

@@ -63,16 +63,22 @@ def load_source(ref: str | Path, settings) -> Source:
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    from finsight import hub
+
     artifact = resolve_artifact(str(ref), settings)
     if artifact.is_export:
         raise ModelError(f"{artifact.path} is already an export ({artifact.format}); pass the model "
                          f"dir it came from: {artifact.manifest.get('source_model')}")
-    revision = settings.model.revision if artifact.path is None else None
-    tokenizer = load_tokenizer(artifact.location, revision)
+    local = artifact.path is not None
+    tokenizer = load_tokenizer(artifact.location, None if local else settings.model.revision)
+    kwargs = {} if local else hub.pretrained_kwargs(settings.model.revision)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            artifact.location, dtype=torch.float32, revision=revision)
+        with hub.no_progress_bars():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                artifact.location, dtype=torch.float32, **kwargs)
     except (OSError, ValueError) as exc:
+        if not local:
+            raise hub.load_error(str(ref), exc) from None
         raise ModelError(f"cannot load model '{ref}' for export: {str(exc).splitlines()[0]}; pass a "
                          "model dir written by `finsight train` (or save_pretrained) or a hub id "
                          "that is in the local cache") from None

@@ -78,6 +78,9 @@ def resolve_artifact(ref: str, settings: Any = None) -> Artifact:
     if looks_like_path(ref):
         raise ModelError(f"model directory {ref} not found; check the path, or pass a hub id "
                          "(org/name) or models:/NAME@ALIAS")
+    from finsight import hub
+
+    hub.check_available(ref, getattr(getattr(settings, "model", None), "revision", None))
     return Artifact(ref=ref, path=None, format="hf")
 
 
@@ -106,12 +109,12 @@ def _config_labels(artifact: Artifact) -> list[str]:
     else:
         from transformers import AutoConfig
 
+        from finsight import hub
+
         try:
-            id2label = AutoConfig.from_pretrained(artifact.ref).id2label
-        except OSError as exc:
-            raise ModelError(f"cannot load model '{artifact.ref}': not a local directory and not in "
-                             f"the Hugging Face cache ({exc.__class__.__name__}); download it once "
-                             "online or pass a local model dir") from None
+            id2label = AutoConfig.from_pretrained(artifact.ref, **hub.pretrained_kwargs()).id2label
+        except (OSError, ValueError) as exc:
+            raise hub.load_error(artifact.ref, exc) from None
     try:
         return [str(id2label[k]) for k in sorted(id2label, key=int)]
     except (TypeError, ValueError):

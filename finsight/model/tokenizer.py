@@ -136,9 +136,15 @@ def load_tokenizer(location: str, revision: str | None = None):
     """A transformers fast tokenizer (hub ids, and the torch/export paths that save one)."""
     from transformers import AutoTokenizer
 
+    from finsight import hub
+
+    local = Path(location).expanduser().is_dir()
+    kwargs = {} if local else hub.pretrained_kwargs(revision)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
     except (OSError, ValueError) as exc:
+        if not local:
+            raise hub.load_error(location, exc, what="tokenizer") from None
         raise ModelError(f"cannot load the tokenizer of {location}: {exc}".splitlines()[0]) from None
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"{location}: finsight needs a fast (Rust) tokenizer; save the model with "

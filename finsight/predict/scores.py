@@ -9,6 +9,10 @@ checks) turns a predictor's ``(n, 3)`` probabilities in ``LABELS`` order into th
 - ``p_negative``, ``p_neutral``, ``p_positive``: the probabilities themselves;
 - ``sentiment``: ``p_positive - p_negative``, in [-1, 1].
 
+A label is only as clear as its lead over the runner-up (:func:`label_margin`): a model that
+cannot tell positive from negative gives p = 0.44/0.12/0.44, and argmax then labels by a
+0.01 margin. Summaries count such close calls (margin below :data:`CLOSE_CALL`).
+
 Rows that were not scored (no text) get no label and NaN numbers. This module needs numpy
 alone, so the Triton postprocess model runs the same code (``finsight triton build`` ships it).
 """
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
 PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{label}" for label in LABELS)
 SCORE_COLUMNS: tuple[str, ...] = ("label", "confidence", *PROB_COLUMNS, "sentiment")
 _POSITIVE, _NEGATIVE = LABELS.index("positive"), LABELS.index("negative")
+CLOSE_CALL = 0.1  # a label ahead of the runner-up by less than this is a close call
 
 
 def _as_probs(probs: Any) -> np.ndarray:
@@ -46,6 +51,12 @@ def softmax(logits: Any) -> np.ndarray:
 def label_ids(probs: Any) -> np.ndarray:
     """Index into ``LABELS`` of each row's label (ties: the first in ``LABELS`` order)."""
     return _as_probs(probs).argmax(axis=1)
+
+
+def label_margin(probs: Any) -> np.ndarray:
+    """How far each row's label probability is ahead of the runner-up's, in [0, 1]."""
+    top = np.sort(_as_probs(probs), axis=1)
+    return top[:, -1] - top[:, -2]
 
 
 def sentiment(probs: Any) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from typing import Any
 
@@ -64,12 +63,16 @@ class TorchPredictor(EncoderPredictor):
         opts = settings.predict
         self.device = torch_runtime(opts)
         self.dtype = torch_dtype(opts.precision, self.device)
-        revision = settings.model.revision if artifact.path is None else None
+        from finsight import hub
+
+        kwargs = hub.pretrained_kwargs(settings.model.revision) if artifact.path is None else {}
         try:
-            with _no_progress_bars():
+            with hub.no_progress_bars():
                 model = AutoModelForSequenceClassification.from_pretrained(
-                    artifact.location, revision=revision, dtype=self.dtype, attn_implementation="sdpa")
+                    artifact.location, dtype=self.dtype, attn_implementation="sdpa", **kwargs)
         except (OSError, ValueError) as exc:
+            if artifact.path is None:
+                raise hub.load_error(artifact.ref, exc) from None
             raise ModelError(f"cannot load model {artifact.location}: {exc}".splitlines()[0]) from None
         self.model = model.to(self.device).eval()
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -105,20 +108,6 @@ class TorchPredictor(EncoderPredictor):
         import torch
 
         return torch.cat(outputs).cpu().numpy()
-
-
-@contextlib.contextmanager
-def _no_progress_bars():
-    """transformers' "Loading weights" bar would land on analyze's stderr next to its own."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
 
 
 def default_batch_size(opts: Any, device: str) -> int:

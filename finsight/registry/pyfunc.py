@@ -17,13 +17,18 @@ import importlib.metadata
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import mlflow.pyfunc
 import numpy as np
 
+from finsight.predict.scores import SCORE_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 ARTIFACT_KEY = "finsight"
-OUTPUT_COLUMNS = ("label", "confidence", "p_negative", "p_neutral", "p_positive", "sentiment", "error")
+OUTPUT_COLUMNS = (*SCORE_COLUMNS, "error")
 
 # What the predictor imports, by artifact format (the packages a serving host installs).
 _COMMON = ("mlflow", "numpy", "pandas", "pyarrow", "pydantic", "pydantic-settings", "pyyaml", "tokenizers")
@@ -79,12 +84,10 @@ def text_column(model_input: Any):
 
 def score_texts(predictor, column) -> "pd.DataFrame":
     """The analyze columns for one column of texts; empty or missing texts get an ``error``."""
-    import pandas as pd
-
-    from finsight.analyze import _clean_texts
+    from finsight.data.clean import texts_to_score
     from finsight.predict.scores import score_frame
 
-    texts, errors = _clean_texts(column.reset_index(drop=True))
+    texts, errors = texts_to_score(column.reset_index(drop=True))
     valid = np.array([e is None for e in errors], dtype=bool)
     kept = [t for t, ok in zip(texts, valid) if ok]
     probs = predictor.predict(kept) if kept else np.zeros((0, 3), dtype=np.float32)

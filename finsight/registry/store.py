@@ -117,6 +117,21 @@ def open_client(settings, *, create: bool = False):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """A local sqlite store is created (schema migrations) on first use; two first trainings
+    in one workdir must not both create it. Parallel jobs take turns for that moment only."""
+    db = sqlite_file(uri)
+    if db is None:
+        yield
+        return
+    from filelock import FileLock
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock", timeout=300):
+        yield
+
+
 def mlflow_error(action: str, uri: str, exc: Exception) -> RegistryError:
     """One line for an MLflow failure (it raises MlflowException, SQLAlchemy and OS errors)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

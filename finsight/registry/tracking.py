@@ -8,6 +8,7 @@ With ``registry.track_runs: false`` nothing here is called and mlflow is never i
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -34,17 +35,23 @@ def open_run(settings, *, run_name: str, run_id: str | None = None):
     store.quiet_loggers()
     from lightning.pytorch.loggers import MLFlowLogger
 
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    logger = MLFlowLogger(experiment_name=settings.registry.experiment, run_name=run_name,
-                          tracking_uri=uri, artifact_location=artifact_root(settings), run_id=run_id)
-    try:
-        logger.run_id  # creates the experiment and the run now, so failures surface here
-    except Exception as exc:  # mlflow raises many types (MlflowException, SQLAlchemy, OSError)
-        raise RegistryError(f"cannot open an MLflow run at registry.tracking_uri={uri} "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                            "fix the URI or pass --set registry.track_runs=false") from None
-    return logger
+    for attempt in range(_ATTEMPTS):
+        with store.store_lock(uri):
+            logger = MLFlowLogger(experiment_name=settings.registry.experiment, run_name=run_name,
+                                  tracking_uri=uri, artifact_location=artifact_root(settings), run_id=run_id)
+            try:
+                logger.run_id  # creates the store, experiment and run now, so failures surface here
+                return logger
+            except Exception as exc:  # mlflow raises many types (MlflowException, SQLAlchemy, OSError)
+                error = exc
+        if attempt + 1 < _ATTEMPTS:
+            time.sleep(0.5 * (attempt + 1))  # a process outside finsight's lock raced us: retry
+    raise RegistryError(f"cannot open an MLflow run at registry.tracking_uri={uri} "
+                        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                        "fix the URI or pass --set registry.track_runs=false")
+
+
+_ATTEMPTS = 3
 
 
 def log_params(logger, params: Mapping[str, str]) -> dict[str, str]:

@@ -33,9 +33,12 @@ def evaluate(model_ref: str | Path, data: str | Path | None, settings, *, split:
     """
     import numpy as np
 
+    from finsight.io import check_writable
     from finsight.predict import load_predictor
     from finsight.train.metrics import classification_report, mean_log_loss
 
+    if out is not None:
+        check_writable(out)
     frame, source = labeled_rows(data if data is not None else recorded_data_dir(model_ref),
                                  settings, split=split)
     with quiet(verbose):

@@ -8,7 +8,6 @@ of labels, or names that mean something else, is refused rather than silently re
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,6 @@ from finsight.model.ref import looks_like_path
 
 TINY = "tiny"
 _GENERIC = re.compile(r"^label_\d+$", re.IGNORECASE)
-_OFFLINE_HINT = "download it elsewhere and pass --model /path/to/dir, or use --model tiny"
 
 
 @dataclass
@@ -95,15 +93,14 @@ def _load_hf(ref: str, model_settings, *, base_model: str, hub: bool = False) ->
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    kwargs = {"revision": model_settings.revision} if model_settings.revision else {}
-    online = hub and not _offline() and _hub_reachable()
-    if hub and not online:
-        kwargs["local_files_only"] = True  # a cached copy still loads; nothing waits on retries
+    from finsight import hub as hf_hub
+
+    kwargs = hf_hub.pretrained_kwargs(model_settings.revision) if hub else {}
     try:
         config = AutoConfig.from_pretrained(ref, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(ref, use_fast=True, **kwargs)
     except (OSError, ValueError) as exc:
-        raise _load_error(ref, exc, online=online) from None
+        raise _load_error(ref, exc, hub=hub) from None
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"model {ref} has no fast tokenizer (tokenizer.json); save one with "
                          "`AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(DIR)`")
@@ -113,10 +110,11 @@ def _load_hf(ref: str, model_settings, *, base_model: str, hub: bool = False) ->
     config.id2label = dict(enumerate(labels))
     config.label2id = {name: i for i, name in enumerate(labels)}
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            ref, config=config, dtype=torch.float32, **kwargs)
+        with hf_hub.no_progress_bars():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                ref, config=config, dtype=torch.float32, **kwargs)
     except (OSError, ValueError) as exc:
-        raise _load_error(ref, exc, online=online) from None
+        raise _load_error(ref, exc, hub=hub) from None
     if kept is None and _had_head(config):
         _reset_head(model)
     return Start(model=model, tokenizer=tokenizer, base_model=base_model,
@@ -149,34 +147,9 @@ def _reset_head(model) -> None:
                     module.reset_parameters()
 
 
-def _offline() -> bool:
-    return any(os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
-               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+def _load_error(ref: str, exc: Exception, *, hub: bool) -> ModelError:
+    from finsight import hub as hf_hub
 
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick request to the hub endpoint: any HTTP answer means it is reachable."""
-    import urllib.error
-    import urllib.request
-
-    from huggingface_hub import constants
-
-    try:
-        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout)
-    except urllib.error.HTTPError:
-        return True
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def _load_error(ref: str, exc: Exception, *, online: bool) -> ModelError:
-    text = str(exc)
-    if "does not appear to have" in text or "no file named" in text.lower():
-        return ModelError(f"model {ref} is incomplete: {text.splitlines()[0]}")
-    if online:
-        return ModelError(f"cannot load '{ref}' from the Hugging Face Hub: no such model, or it is "
-                          f"private or gated (log in with `hf auth login`); {_OFFLINE_HINT}")
-    reason = "HF_HUB_OFFLINE is set" if _offline() else "the hub is unreachable from here"
-    return ModelError(f"cannot load '{ref}' from the Hugging Face Hub ({reason}) and it is not in the "
-                      f"local cache; {_OFFLINE_HINT}")
+    if hub:
+        return hf_hub.load_error(ref, exc)
+    return ModelError(f"cannot load model {ref}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}")

@@ -66,6 +66,9 @@ class SentimentClassifier(pl.LightningModule):
         loss = F.cross_entropy(logits, batch["labels"], weight=self.class_weights)
         n = len(batch["labels"])
         self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+        # Epochs count from 1 everywhere (tables, metrics.json, checkpoint names, MLflow); without
+        # this Lightning adds its own 0-based "epoch" to every logged step.
+        self.log("epoch", float(self.current_epoch + 1), on_step=True, on_epoch=False, batch_size=n)
         self._train["loss"] += float(loss.detach()) * n
         self._train["n"] += n
         self._train["preds"].append(logits.detach().argmax(-1).cpu())
@@ -100,8 +103,8 @@ class SentimentClassifier(pl.LightningModule):
         row |= {"val_loss": float(loss.mean()), "val_accuracy": accuracy(targets, preds),
                 "val_macro_f1": macro_f1(targets, preds, self.n_classes)}
         for key, value in row.items():
-            if key != "epoch":
-                self.log(key, float(value), prog_bar=key in ("val_loss", "val_macro_f1"), sync_dist=False)
+            # "epoch" too: Lightning would otherwise log its own 0-based epoch beside these.
+            self.log(key, float(value), prog_bar=key in ("val_loss", "val_macro_f1"), sync_dist=False)
         if self.trainer.training or self.trainer.state.fn == "fit":
             self.history.append(row)
 

@@ -6,12 +6,15 @@ Layout of a run directory ``<out>/``::
     metrics.json    per-epoch history, best validation metrics, run ids
     config.yaml     the resolved configuration
     checkpoints/    Lightning checkpoints (best, last) and run.json, for --resume
+    .finsight.lock  held while a training writes here: a second one into the same dir is refused
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from finsight.results import TrainResult
 from finsight.train.quiet import quiet
 
 CHECKPOINTS = "checkpoints"
+LOCK_FILE = ".finsight.lock"
 MONITOR = "val_macro_f1"
 
 
@@ -59,6 +63,9 @@ def run_paths(settings, *, resume: bool) -> RunPaths:
     if not resume and (paths.last.is_file() or (paths.out / "model").exists()):
         raise ConfigError(f"{paths.out} already holds a training run; pass --resume to continue it, "
                           "or choose another --out")
+    from finsight.io import check_writable
+
+    check_writable(paths.out)
     return paths
 
 
@@ -100,9 +107,55 @@ def fit(settings, *, data_dir: str | Path | None, resume: bool = False, progress
     data_path = check_data_dir(data_dir).resolve()
     frames = {split: read_split(data_path / f"{split}.parquet") for split in ("train", "validation")}
     paths = run_paths(settings, resume=resume)
-    with quiet(verbose):
-        record = _Run(settings, paths, data_path, frames, resume=resume, progress=progress).execute()
+    with run_lock(paths.out):
+        paths = run_paths(settings, resume=resume)  # again: a run may have finished meanwhile
+        with quiet(verbose):
+            record = _Run(settings, paths, data_path, frames, resume=resume, progress=progress).execute()
     return TrainResult.from_record(record) if record is not None else None
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """One training at a time per run dir; a run that trained nothing leaves nothing behind.
+
+    Only the first process of a (multi-GPU, multi-node) run takes the lock: DDP workers re-run
+    the command with the same --out.
+    """
+    if not _first_process():
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    created = next((p for p in (out, out / CHECKPOINTS) if not p.exists()), None)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from finsight.io import output_error
+
+        raise output_error(out, exc) from None
+    lock = FileLock(out / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(f"another finsight train is writing to {out} (it holds {out / LOCK_FILE}); "
+                          "wait for it to finish or pass another --out") from None
+    try:
+        yield
+    except BaseException:
+        if created is not None and not (out / CHECKPOINTS / "last.ckpt").exists():
+            shutil.rmtree(created, ignore_errors=True)  # nothing was trained
+            if created != out:
+                (out / LOCK_FILE).unlink(missing_ok=True)
+        raise
+    finally:
+        lock.release()
+
+
+def _first_process() -> bool:
+    env = os.environ
+    if "RANK" in env:  # torchrun / SLURM-style launchers
+        return env["RANK"] == "0"
+    return env.get("LOCAL_RANK", "0") == "0" and env.get("NODE_RANK", "0") == "0"
 
 
 class _Run:
@@ -183,7 +236,8 @@ class _Run:
         from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
         cfg = self.settings.train
-        checkpoint = ModelCheckpoint(dirpath=self.paths.checkpoints, filename="best-epoch{epoch}",
+        # {epoch} is the 1-based "epoch" the module logs (module.py), as in tables and metrics.
+        checkpoint = ModelCheckpoint(dirpath=self.paths.checkpoints, filename="best-epoch{epoch:.0f}",
                                      auto_insert_metric_name=False, monitor=MONITOR, mode="max",
                                      save_top_k=1)
         # Lightning 2.6 writes save_last only when the best improves; --resume needs every epoch.

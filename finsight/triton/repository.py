@@ -257,8 +257,6 @@ def _write_classifier(version_dir: Path, export: Artifact, backend: str) -> None
 
 
 def _write_tokenizer(version_dir: Path, export: Artifact) -> None:
-    import finsight
-
     for name in (TOKENIZER_FILE, TOKENIZER_CONFIG):
         if (export.path / name).is_file():
             shutil.copy(export.path / name, version_dir / name)
