@@ -12,6 +12,6 @@ import importlib
 from finsight.cli._app import app, main  # noqa: F401
 
 # One module per command; each registers itself on `app` when imported, in this order.
-COMMANDS = ("config_cmd", "prep", "train", "evaluate", "export", "analyze",)
+COMMANDS = ("config_cmd", "prep", "train", "evaluate", "export", "analyze", "serve",)
 for _module in COMMANDS:
     importlib.import_module(f"finsight.cli.{_module}")

@@ -54,7 +54,7 @@ class FinsightGroup(TyperGroup):
 app = typer.Typer(
     cls=FinsightGroup,
     name="finsight",
-    help="Financial sentiment analysis around FinBERT: prep, train, evaluate, export, analyze.",
+    help="Financial sentiment analysis around FinBERT: prep, train, evaluate, export, analyze, serve.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -195,6 +195,7 @@ def create_app(settings: Any, predictor: Any, *, service: Service | None = None)
                                                  "(P(positive) - P(negative)) per text.", **security),
         on_startup=[start],
         on_shutdown=[stop],
+        before_send=[mw.add_request_id],
         debug=False,
     )
 

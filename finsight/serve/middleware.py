@@ -90,17 +90,13 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = _header(scope, REQUEST_ID)
-        request_id = given if given and _CLIENT_ID.match(given) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        rid = request_id(scope)
         started = time.perf_counter()
         status = {"code": 500}
 
         async def send_with_id(message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                headers = [h for h in message.get("headers", []) if h[0].lower() != REQUEST_ID.encode()]
-                message = {**message, "headers": [*headers, (REQUEST_ID.encode(), request_id.encode())]}
             await send(message)
 
         try:
@@ -109,11 +105,28 @@ class RequestContext:
             if self.log is not None and self.log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
                 self.log.info(json.dumps({
-                    "ts": round(time.time(), 3), "request_id": request_id, "method": scope.get("method"),
+                    "ts": round(time.time(), 3), "request_id": rid, "method": scope.get("method"),
                     "path": scope.get("path"), "status": status["code"],
                     "ms": round((time.perf_counter() - started) * 1000, 2),
                     "client": client[0] if client else None,
                     "key": scope["state"].get("key_id")}))
+
+
+def request_id(scope: dict) -> str:
+    """This request's id: set by :class:`RequestContext`, else the client's, else a new one."""
+    state = scope.setdefault("state", {})
+    if "request_id" not in state:
+        given = _header(scope, REQUEST_ID)
+        state["request_id"] = given if given and _CLIENT_ID.match(given) else uuid.uuid4().hex
+    return state["request_id"]
+
+
+async def add_request_id(message: dict, scope: dict) -> None:
+    """litestar ``before_send`` hook: X-Request-ID on every response, 404s included."""
+    if message["type"] == "http.response.start":
+        headers = [h for h in message.get("headers", []) if h[0].lower() != REQUEST_ID.encode()]
+        headers.append((REQUEST_ID.encode(), request_id(scope).encode()))
+        message["headers"] = headers
 
 
 class ApiKeyAuth:
