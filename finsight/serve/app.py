@@ -179,7 +179,7 @@ def create_app(settings: Any, predictor: Any, *, service: Service | None = None)
     if keys:
         security = {"components": Components(security_schemes={"ApiKey": SecurityScheme(
             type="apiKey", name="X-API-Key", security_scheme_in="header")}), "security": [{"ApiKey": []}]}
-    return Litestar(
+    app = Litestar(
         route_handlers=[predict, predict_batch, analyze, model, health, ready, metrics_route, page],
         dependencies={"service": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
         exception_handlers=_exception_handlers(opts),
@@ -198,6 +198,11 @@ def create_app(settings: Any, predictor: Any, *, service: Service | None = None)
         before_send=[mw.add_request_id],
         debug=False,
     )
+    # The request Structs forbid unknown fields; say so in the schema (litestar leaves it open).
+    schemas = app.openapi_schema.components.schemas
+    for struct in types.values():
+        schemas[struct.__name__].additional_properties = False
+    return app
 
 
 async def _warm(service: Service) -> None:
