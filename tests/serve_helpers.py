@@ -101,5 +101,6 @@ class LiveServer:
         return self.proc.returncode
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log.read_text(errors="replace")[-4000:]
