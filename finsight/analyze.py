@@ -224,13 +224,37 @@ def chunk_rows(opts: Any, predictor: Any) -> int:
 
 
 def _clean_texts(column: "pd.Series") -> tuple[list[str], np.ndarray]:
-    null = column.isna().to_numpy()
-    texts = column.where(~null, "").astype(str)
-    blank = (texts.str.strip() == "").to_numpy()
-    errors = np.full(len(texts), None, dtype=object)
-    errors[blank] = "empty text"
-    errors[null] = "missing text"
-    return texts.tolist(), errors
+    return clean_texts(column.tolist())
+
+
+def clean_texts(values: Sequence[Any]) -> tuple[list[str], np.ndarray]:
+    """The one empty/missing-text rule, for analyze rows and serve requests alike.
+
+    Returns the texts (a missing value becomes '') and, per text, None or the reason it is not
+    scored: 'missing text' (None, NaN, NA) or 'empty text' (only whitespace). A plain loop, not
+    pandas: it costs microseconds on one request's text and ~1 ms on an 8k-row chunk.
+    """
+    texts: list[str] = []
+    errors = np.full(len(values), None, dtype=object)
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            if _is_missing(value):
+                texts.append("")
+                errors[i] = "missing text"
+                continue
+            value = str(value)
+        texts.append(value)
+        if not value.strip():
+            errors[i] = "empty text"
+    return texts, errors
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    import pandas as pd
+
+    return bool(pd.api.types.is_scalar(value) and pd.isna(value))
 
 
 def _score(work: _Work, probs: np.ndarray) -> tuple["pd.DataFrame", "pd.DataFrame | None"]:

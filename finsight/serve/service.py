@@ -24,12 +24,10 @@ from finsight.serve.schemas import DocumentScore, ModelInfo, ModelRef, Probabili
 
 
 def clean(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """``analyze``'s rule (finsight.analyze._clean_texts): texts, and None or a reason per text."""
-    import pandas as pd
+    """``analyze``'s rule (finsight.analyze.clean_texts): texts, and None or a reason per text."""
+    from finsight.analyze import clean_texts
 
-    from finsight.analyze import _clean_texts
-
-    return _clean_texts(pd.Series(list(texts), dtype=object))
+    return clean_texts(texts)
 
 
 def model_info(predictor: Any, settings: Any) -> ModelInfo:
