@@ -280,3 +280,32 @@ def test_serve_cli_refuses_a_missing_model(cli, tmp_path):
     result = cli("serve", "--model", tmp_path / "nope", "--port", "0")
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1 and "nope" in result.stderr
+
+
+def test_serving_an_onnx_export_needs_no_torch_transformers_or_pandas(trained_tiny_model_dir, tmp_path):
+    """deploy/docker/Dockerfile installs finsight without torch, transformers or pandas: serving
+    an ONNX export must not import them."""
+    import subprocess
+    import sys
+
+    from predict_helpers import make_onnx_export
+
+    export = make_onnx_export(trained_tiny_model_dir, tmp_path / "export-onnx")
+    code = f"""
+import sys
+from litestar.testing import TestClient
+from finsight.cli import app  # the CLI as the container's entry point loads it
+from finsight.config import load_settings
+from finsight.serve.server import build_app
+settings = load_settings(flags={{"predict.model": {str(export)!r}, "predict.device": "cpu"}})
+with TestClient(build_app(settings)) as client:
+    assert client.post("/v1/predict/batch", json={{"texts": ["Profit rose.", ""]}}).status_code == 200
+    assert client.post("/v1/analyze", json={{"documents": ["Profit rose. Sales fell."]}}).status_code == 200
+    assert client.get("/v1/model").json()["backend"] == "onnx"
+heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {{"torch", "transformers", "pandas", "pyarrow",
+                                                          "mlflow", "lightning", "datasets", "matplotlib"}})
+print("HEAVY", heavy)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "HEAVY []" in result.stdout, result.stdout
