@@ -198,6 +198,8 @@ class ServeSettings(Section):
     cache_size: int = Field(
         10000, ge=0, description="LRU cache entries (text + model version -> scores); 0 disables")
     max_text_chars: int = Field(2000, ge=1, description="longer texts are refused (422)")
+    max_document_chars: int = Field(
+        100_000, ge=1, description="longer /v1/analyze documents are refused (422)")
     max_texts_per_request: int = Field(
         256, ge=1, description="texts (or documents) per batch/analyze request; more are refused (422)")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies are refused (413)")

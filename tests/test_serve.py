@@ -126,14 +126,16 @@ def test_outputs_equal_analyze(trained_tiny_model_dir, predictor, tmp_path, head
 
 def test_limits_and_bad_bodies(trained_tiny_model_dir, predictor):
     with client_for(trained_tiny_model_dir, predictor, max_text_chars=40, max_texts_per_request=3,
-                    max_body_bytes=2048) as client:
+                    max_document_chars=60, max_body_bytes=2048) as client:
         long = client.post("/v1/predict", json={"text": "x" * 41})
         assert long.status_code == 422
         assert long.json()["limit"] == "serve.max_text_chars" and long.json()["value"] == 40
         many = client.post("/v1/predict/batch", json={"texts": ["a"] * 4})
         assert many.status_code == 422 and many.json()["limit"] == "serve.max_texts_per_request"
-        docs = client.post("/v1/analyze", json={"documents": ["a", "y" * 41]})
-        assert docs.status_code == 422 and docs.json()["limit"] == "serve.max_text_chars"
+        assert client.post("/v1/analyze", json={"documents": ["a", "y" * 41]}).status_code == 200
+        docs = client.post("/v1/analyze", json={"documents": ["a", "y" * 61]})
+        assert docs.status_code == 422 and docs.json()["limit"] == "serve.max_document_chars"
+        assert docs.json()["value"] == 60
         big = client.post("/v1/predict", content=b'{"text": "' + b"x" * 4000 + b'"}',
                           headers={"content-type": "application/json"})
         assert big.status_code == 413

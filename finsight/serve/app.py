@@ -4,6 +4,7 @@ Annotations here are evaluated (no ``from __future__ import annotations``): the 
 carry this server's limits and are built per app, so litestar must see the real classes.
 """
 
+import asyncio
 import logging
 import re
 from typing import Any
@@ -40,7 +41,8 @@ def _responses(*codes: int) -> dict[int, ResponseSpec]:
         400: "malformed JSON, a wrong type or an unknown field",
         401: "missing or wrong X-API-Key (when the server has keys)",
         413: "request body larger than serve.max_body_bytes",
-        422: "a text longer than serve.max_text_chars or more items than serve.max_texts_per_request",
+        422: "a text longer than serve.max_text_chars (a document: serve.max_document_chars) or more "
+             "items than serve.max_texts_per_request",
         429: "rate limit (serve.rate_limit) exceeded; see the RateLimit-* headers",
         503: "the request queue is full (serve.max_queue) or the model is warming up; see Retry-After",
     }
@@ -68,10 +70,13 @@ def _exception_handlers(opts: Any) -> dict:
         for item in exc.extra if isinstance(exc.extra, list) else []:
             match = _TOO_LONG.search(str(item.get("message", "")))
             if match:
-                key = "max_text_chars" if match.group(1) == "str" else "max_texts_per_request"
+                where = str(item.get("key") or "")
+                key = ("max_texts_per_request" if match.group(1) == "array" else
+                       "max_document_chars" if where.startswith("documents") else "max_text_chars")
                 limit = getattr(opts, key)
-                what = (f"a text is longer than {limit} characters" if key == "max_text_chars"
-                        else f"more than {limit} items in one request")
+                what = (f"more than {limit} items in one request" if key == "max_texts_per_request"
+                        else f"a {'document' if key == 'max_document_chars' else 'text'} is longer "
+                             f"than {limit} characters")
                 return _error(422, f"{what} (serve.{key}={limit}; at {item.get('key') or 'the body'})",
                               limit=f"serve.{key}", value=limit)
         return _error(400, exc.detail or "invalid request body", extra=exc.extra or None)
@@ -155,10 +160,12 @@ def create_app(settings: Any, predictor: Any, *, service: Service | None = None)
     async def page() -> str:
         return PAGE
 
+    warming: list[asyncio.Task] = []  # holds the warm-up task so it is not garbage-collected
+
     async def start() -> None:
         service.batcher.start()
         # Warm up in the background: /health answers at once, /ready once the model is warm.
-        service.warm_task = __import__("asyncio").get_running_loop().create_task(_warm(service))
+        warming.append(asyncio.get_running_loop().create_task(_warm(service)))
 
     async def stop() -> None:
         await service.batcher.stop()  # queued requests are answered before the worker exits

@@ -92,8 +92,10 @@ def request_types(opts: Any) -> dict[str, type]:
     """The request Structs with this server's limits (``serve.*``) built into their schema."""
     text = Annotated[str, Meta(max_length=opts.max_text_chars)]
     texts = Annotated[list[text], Meta(max_length=opts.max_texts_per_request)]
+    document = Annotated[str, Meta(max_length=opts.max_document_chars)]
+    documents = Annotated[list[document], Meta(max_length=opts.max_texts_per_request)]
 
     predict = msgspec.defstruct("PredictRequest", [("text", text)], forbid_unknown_fields=True)
     batch = msgspec.defstruct("BatchRequest", [("texts", texts)], forbid_unknown_fields=True)
-    analyze = msgspec.defstruct("AnalyzeRequest", [("documents", texts)], forbid_unknown_fields=True)
+    analyze = msgspec.defstruct("AnalyzeRequest", [("documents", documents)], forbid_unknown_fields=True)
     return {"predict": predict, "batch": batch, "analyze": analyze}
