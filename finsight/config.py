@@ -166,6 +166,9 @@ class PredictSettings(Section):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="torch backend dtype; auto: fp16 on GPU, fp32 on CPU")
     force: bool = Field(False, description="load an export whose validation failed")
+    spin_wait: bool = Field(
+        True, description="ONNX Runtime threads spin while idle: faster for one steady caller; "
+                          "finsight serve turns it off unless set (the cores serve requests too)")
 
 
 class AnalyzeSettings(Section):
@@ -193,6 +196,9 @@ class ServeSettings(Section):
     max_batch_size: int = Field(64, ge=1, description="max texts per micro-batch (one model call)")
     max_wait_ms: float = Field(
         2.0, ge=0.0, description="max wait to fill a micro-batch while other requests are in flight")
+    model_batch_size: int = Field(
+        8, ge=1, description="CPU, when predict.batch_size is unset: a micro-batch runs sorted by "
+                             "length in padded batches of this many (mixed lengths waste less padding)")
     max_queue: int = Field(
         256, ge=1, description="requests waiting for the model; past it requests get 503 + Retry-After")
     cache_size: int = Field(

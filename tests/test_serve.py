@@ -304,6 +304,8 @@ with TestClient(build_app(settings)) as client:
     assert client.post("/v1/predict/batch", json={{"texts": ["Profit rose.", ""]}}).status_code == 200
     assert client.post("/v1/analyze", json={{"documents": ["Profit rose. Sales fell."]}}).status_code == 200
     assert client.get("/v1/model").json()["backend"] == "onnx"
+    session = client.app.dependencies["service"].dependency().predictor.session
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 heavy = sorted({{m.split(".")[0] for m in sys.modules}} & {{"torch", "transformers", "pandas", "pyarrow",
                                                           "mlflow", "lightning", "datasets", "matplotlib"}})
 print("HEAVY", heavy)

@@ -42,12 +42,21 @@ def configure_logging() -> None:
         logger.propagate = False
 
 
+def for_serving(settings: Any) -> Any:
+    """Predictor defaults that suit a server: ONNX Runtime threads that do not spin while idle
+    (they would take the cores the event loop needs), unless ``predict.spin_wait`` was set."""
+    if settings.sources.get("predict.spin_wait", "default") == "default":
+        settings.predict.spin_wait = False
+    return settings
+
+
 def build_app(settings: Any):
     """Load the predictor (``--model`` may be a ``models:/`` ref) and build the app."""
     from finsight.predict import load_predictor
     from finsight.serve.app import create_app
 
     started = time.perf_counter()
+    settings = for_serving(settings)
     predictor = load_predictor(None, settings)
     logging.getLogger("finsight.serve").info(
         "loaded %s (%s backend, %s) in %.2f s", predictor.source, predictor.name, predictor.device,

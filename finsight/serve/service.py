@@ -84,6 +84,11 @@ class Service:
         opts = settings.serve
         info = model_info(predictor, settings)
         m = metrics()
+        if settings.predict.batch_size is None and str(predictor.device) == "cpu" and \
+                hasattr(predictor, "batch_size"):
+            # A micro-batch mixes lengths; the predictor sorts it and pads per sub-batch, so
+            # small sub-batches pad less (measured 1.6x faster for 32 random headlines, MiniLM int8).
+            predictor.batch_size = opts.model_batch_size
 
         def on_batch(texts: int, requests: int) -> None:
             m["batch_size"].observe(texts)
