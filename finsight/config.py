@@ -222,7 +222,7 @@ class ServeSettings(Section):
         default_factory=list, description="origins allowed by CORS, e.g. https://app.example.com; empty: none")
     access_log: bool = Field(True, description="one JSON line per request on stderr (never the text)")
     warmup_texts: int = Field(
-        64, ge=0, description="texts scored at start-up before /ready answers 200; 0 skips warm-up")
+        16, ge=0, description="texts scored at start-up before /ready answers 200; 0 skips warm-up")
     shutdown_timeout_s: float = Field(
         30.0, gt=0, description="on SIGTERM: seconds to finish queued requests before exiting")
 

@@ -52,12 +52,21 @@ def for_serving(settings: Any) -> Any:
 
 def build_app(settings: Any):
     """Load the predictor (``--model`` may be a ``models:/`` ref) and build the app."""
-    from finsight.predict import load_predictor
-    from finsight.serve.app import create_app
+    import threading
 
+    from finsight.predict import load_predictor
+
+    # litestar and the app module take ~0.5 s to import: do it while the model loads.
+    importer = threading.Thread(target=__import__, args=("finsight.serve.app",), daemon=True)
+    importer.start()
     started = time.perf_counter()
     settings = for_serving(settings)
-    predictor = load_predictor(None, settings)
+    try:
+        predictor = load_predictor(None, settings)
+    finally:
+        importer.join()
+    from finsight.serve.app import create_app
+
     logging.getLogger("finsight.serve").info(
         "loaded %s (%s backend, %s) in %.2f s", predictor.source, predictor.name, predictor.device,
         time.perf_counter() - started)
