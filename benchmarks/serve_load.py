@@ -186,6 +186,26 @@ def offline_rate(model: str, backend: str, texts: list[str], work: Path) -> dict
             "load_after": load_average()}
 
 
+def model_floor(model: str, backend: str, texts: list[str], n: int = 300) -> dict:
+    """The predictor alone, in this process, one headline per call: the floor under a
+    1-client latency (same settings as the server: no ONNX Runtime spinning)."""
+    from finsight.config import load_settings
+    from finsight.predict import load_predictor
+
+    predictor = load_predictor(model, load_settings(flags={"predict.spin_wait": False}), backend=backend)
+    predictor.predict(texts[:16])
+    load_before = load_average()
+    times = []
+    for text in texts[:n]:
+        began = time.perf_counter()
+        predictor.predict([text])
+        times.append(time.perf_counter() - began)
+    times.sort()
+    return {"calls": len(times), "p50_ms": round(times[len(times) // 2] * 1000, 1),
+            "p95_ms": round(times[int(0.95 * len(times))] * 1000, 1), "load_before": load_before,
+            "load_after": load_average()}
+
+
 def naive_model_dir(model: str) -> str:
     """The HF model dir for the naive app: the model itself, or the source of an export."""
     manifest = Path(model) / "finsight.json"
@@ -247,6 +267,7 @@ def main(argv=None) -> None:
         finally:
             server.stop()
         results["offline"] = offline_rate(args.model, args.backend, texts, work)
+        results["model_only"] = model_floor(args.model, args.backend, texts)
         if not args.no_baseline:
             naive = work / "naive_app.py"
             naive.write_text(NAIVE_APP)
@@ -269,7 +290,10 @@ def report(results: dict) -> None:
     offline = results["offline"]
     print(f"\nmodel {results['model']} (backend {results['backend']}), {results['cpus']} CPUs")
     print(f"offline finsight analyze: {offline['rows_per_s']:.1f} rows/s on {offline['rows']} texts "
-          f"(load {offline['load_before']} -> {offline['load_after']})\n")
+          f"(load {offline['load_before']} -> {offline['load_after']})")
+    floor = results["model_only"]
+    print(f"predictor alone, one headline per call (no HTTP): p50 {floor['p50_ms']} ms, p95 {floor['p95_ms']} ms "
+          f"(load {floor['load_before']} -> {floor['load_after']})\n")
     print("| setup | clients | p50 ms | p95 ms | p99 ms | req/s | vs offline | errors | requests | load avg |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for setup in results["setups"]:
