@@ -313,3 +313,34 @@ print("HEAVY", heavy)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "HEAVY []" in result.stdout, result.stdout
+
+
+def test_ready_waits_for_warm_up(trained_tiny_model_dir, predictor):
+    import httpx
+
+    from finsight.serve import create_app
+    from finsight.serve.service import Service
+
+    gated = Gated(predictor)
+    settings = serve_settings(trained_tiny_model_dir, warmup_texts=4)
+    service = Service.build(gated, settings)
+    app = create_app(settings, gated, service=service)
+
+    async def scenario():
+        service.batcher.start()
+        warming = asyncio.create_task(service.warm_up())
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serve.test") as client:
+            while not gated.calls:
+                await asyncio.sleep(0.01)
+            cold = await client.get("/ready")
+            alive = await client.get("/health")
+            gated.gate.set()
+            await warming
+            warm = await client.get("/ready")
+        await service.batcher.stop()
+        return cold, alive, warm
+
+    cold, alive, warm = asyncio.run(scenario())
+    assert cold.status_code == 503 and cold.json() == {"status": "warming up"} and cold.headers["retry-after"]
+    assert alive.status_code == 200
+    assert warm.status_code == 200 and gated.calls == [1, 4]
