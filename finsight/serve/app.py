@@ -114,6 +114,38 @@ def create_app(settings: Any, predictor: Any, *, service: Service | None = None)
     service = service or Service.build(predictor, settings)
     keys = mw.load_api_keys(opts)
     types = request_types(opts)
+    warming: list[asyncio.Task] = []  # holds the warm-up task so it is not garbage-collected
+
+    async def start() -> None:
+        service.batcher.start()
+        # Warm up in the background: /health answers at once, /ready once the model is warm.
+        warming.append(asyncio.get_running_loop().create_task(_warm(service)))
+
+    async def stop() -> None:
+        await service.batcher.stop()  # queued requests are answered before the worker exits
+
+    app = Litestar(
+        route_handlers=_routes(types),
+        dependencies={"service": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
+        exception_handlers=_exception_handlers(opts),
+        middleware=_middleware(opts, keys),
+        request_max_body_size=opts.max_body_bytes,
+        cors_config=_cors(opts),
+        openapi_config=_openapi(keys),
+        on_startup=[start],
+        on_shutdown=[stop],
+        before_send=[mw.add_request_id],
+        debug=False,
+    )
+    # The request Structs forbid unknown fields; say so in the schema (litestar leaves it open).
+    schemas = app.openapi_schema.components.schemas
+    for struct in types.values():
+        schemas[struct.__name__].additional_properties = False
+    return app
+
+
+def _routes(types: dict[str, type]) -> list:
+    """The route handlers; the request types carry this server's limits (see schemas.py)."""
     PredictRequest, BatchRequest, AnalyzeRequest = types["predict"], types["batch"], types["analyze"]
 
     @post("/v1/predict", status_code=200, summary="Score one text", responses=_responses(*SCORING_ERRORS))
@@ -160,16 +192,12 @@ def create_app(settings: Any, predictor: Any, *, service: Service | None = None)
     async def page() -> str:
         return PAGE
 
-    warming: list[asyncio.Task] = []  # holds the warm-up task so it is not garbage-collected
+    return [predict, predict_batch, analyze, model, health, ready, metrics_route, page]
 
-    async def start() -> None:
-        service.batcher.start()
-        # Warm up in the background: /health answers at once, /ready once the model is warm.
-        warming.append(asyncio.get_running_loop().create_task(_warm(service)))
 
-    async def stop() -> None:
-        await service.batcher.stop()  # queued requests are answered before the worker exits
-
+def _middleware(opts: Any, keys: tuple[str, ...]) -> list:
+    """Outermost first. Prometheus sits outside auth and rate limiting, and their refusals are
+    rendered inside it (errors_as_responses), so 401 and 429 are counted with their codes."""
     middleware: list[Any] = [
         lambda app: mw.RequestContext(app, access_log=opts.access_log),
         PrometheusConfig(app_name="finsight", prefix=PREFIX, group_path=True,
@@ -182,34 +210,26 @@ def create_app(settings: Any, predictor: Any, *, service: Service | None = None)
         middleware.append(RateLimitConfig(rate_limit=parse_rate_limit(opts.rate_limit),
                                           exclude=mw.open_path_patterns(opts.open_paths),
                                           identifier_for_request=mw.rate_limit_identity).middleware)
-    security = {}
+    return middleware
+
+
+def _cors(opts: Any) -> CORSConfig | None:
+    if not opts.cors_origins:
+        return None
+    return CORSConfig(allow_origins=list(opts.cors_origins), allow_methods=["GET", "POST"],
+                      allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
+                      expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Limit",
+                                      "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy"])
+
+
+def _openapi(keys: tuple[str, ...]) -> OpenAPIConfig:
+    security: dict[str, Any] = {}
     if keys:
         security = {"components": Components(security_schemes={"ApiKey": SecurityScheme(
             type="apiKey", name="X-API-Key", security_scheme_in="header")}), "security": [{"ApiKey": []}]}
-    app = Litestar(
-        route_handlers=[predict, predict_batch, analyze, model, health, ready, metrics_route, page],
-        dependencies={"service": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
-        exception_handlers=_exception_handlers(opts),
-        middleware=middleware,
-        request_max_body_size=opts.max_body_bytes,
-        cors_config=CORSConfig(allow_origins=list(opts.cors_origins), allow_methods=["GET", "POST"],
-                               allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
-                               expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Limit",
-                                               "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy"])
-        if opts.cors_origins else None,
-        openapi_config=OpenAPIConfig(title="finsight", version=__version__, path="/schema",
-                                     description="Financial sentiment: label, probabilities and sentiment "
-                                                 "(P(positive) - P(negative)) per text.", **security),
-        on_startup=[start],
-        on_shutdown=[stop],
-        before_send=[mw.add_request_id],
-        debug=False,
-    )
-    # The request Structs forbid unknown fields; say so in the schema (litestar leaves it open).
-    schemas = app.openapi_schema.components.schemas
-    for struct in types.values():
-        schemas[struct.__name__].additional_properties = False
-    return app
+    return OpenAPIConfig(title="finsight", version=__version__, path="/schema",
+                         description="Financial sentiment: label, probabilities and sentiment "
+                                     "(P(positive) - P(negative)) per text.", **security)
 
 
 async def _warm(service: Service) -> None:

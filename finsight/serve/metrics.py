@@ -7,6 +7,7 @@ unless ``PROMETHEUS_MULTIPROC_DIR`` is set.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Any
 
@@ -36,7 +37,6 @@ def metrics() -> dict[str, Any]:
 
 def render() -> bytes:
     from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
-    import os
 
     registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
