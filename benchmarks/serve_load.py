@@ -317,7 +317,8 @@ def report(results: dict) -> None:
         print(f"  32 clients >= min(300, 80% of offline = {0.8 * offline['rows_per_s']:.0f}) = {target:.0f} req/s: "
               f"{run['rps']} req/s ({run['rps'] / offline['rows_per_s']:.0%} of offline); p99 <= 250 ms: "
               f"{run['p99_ms']} ms; errors 0: {run['errors']}")
-    print(f"  ready <= 3 s: {served['ready_s']} s; RSS <= 400 MiB: {max(served['rss_mib'], served['rss_after_mib'])} MiB")
+    rss = max(served["rss_mib"], served["rss_after_mib"])
+    print(f"  ready <= 3 s: {served['ready_s']} s; RSS <= 400 MiB: {rss} MiB")
 
 
 if __name__ == "__main__":

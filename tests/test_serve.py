@@ -165,6 +165,8 @@ def test_api_keys(trained_tiny_model_dir, predictor, tmp_path):
             assert client.get(path).status_code == 200, path
         schema = client.get("/schema/openapi.json").json()
         assert schema["components"]["securitySchemes"]["ApiKey"]["name"] == "X-API-Key"
+        assert schema["paths"]["/v1/predict"]["post"]["security"] == [{"ApiKey": []}]
+        assert "security" not in schema["paths"]["/health"]["get"] and "security" not in schema
         text = client.get("/metrics").text
         assert metric(text, "finsight_requests_total", path="/v1/predict", status_code="401") >= 2
 

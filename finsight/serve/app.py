@@ -125,7 +125,7 @@ def create_app(settings: Any, predictor: Any, *, service: Service | None = None)
         await service.batcher.stop()  # queued requests are answered before the worker exits
 
     app = Litestar(
-        route_handlers=_routes(types),
+        route_handlers=_routes(types, lambda path: bool(keys) and not mw.is_open(path, opts.open_paths)),
         dependencies={"service": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
         exception_handlers=_exception_handlers(opts),
         middleware=_middleware(opts, keys),
@@ -144,11 +144,16 @@ def create_app(settings: Any, predictor: Any, *, service: Service | None = None)
     return app
 
 
-def _routes(types: dict[str, type]) -> list:
-    """The route handlers; the request types carry this server's limits (see schemas.py)."""
+def _routes(types: dict[str, type], needs_key: Any) -> list:
+    """The route handlers; the request types carry this server's limits (see schemas.py), and
+    ``needs_key(path)`` says which operations the schema marks as needing X-API-Key."""
     PredictRequest, BatchRequest, AnalyzeRequest = types["predict"], types["batch"], types["analyze"]
 
-    @post("/v1/predict", status_code=200, summary="Score one text", responses=_responses(*SCORING_ERRORS))
+    def security(path: str) -> list | None:
+        return [{"ApiKey": []}] if needs_key(path) else None
+
+    @post("/v1/predict", status_code=200, summary="Score one text", responses=_responses(*SCORING_ERRORS),
+          security=security("/v1/predict"))
     async def predict(data: PredictRequest, service: Service) -> PredictResponse:
         score = (await service.score([data.text]))[0]
         return PredictResponse(label=score.label, confidence=score.confidence, probabilities=score.probabilities,
@@ -156,26 +161,27 @@ def _routes(types: dict[str, type]) -> list:
                                model=service.model_ref)
 
     @post("/v1/predict/batch", status_code=200, summary="Score texts, results in input order",
-          responses=_responses(*SCORING_ERRORS))
+          responses=_responses(*SCORING_ERRORS), security=security("/v1/predict/batch"))
     async def predict_batch(data: BatchRequest, service: Service) -> BatchResponse:
         return BatchResponse(results=await service.score(data.texts), model=service.model_ref)
 
     @post("/v1/analyze", status_code=200, responses=_responses(*SCORING_ERRORS),
+          security=security("/v1/analyze"),
           summary="Score long documents like `analyze --mode document`: split into sentences, "
                   "token-weighted mean")
     async def analyze(data: AnalyzeRequest, service: Service) -> AnalyzeResponse:
         return AnalyzeResponse(results=await service.score_documents(data.documents), model=service.model_ref)
 
     @get("/v1/model", summary="What is served: name, version, labels, backend, export validation",
-         responses=_responses(*READ_ERRORS))
+         responses=_responses(*READ_ERRORS), security=security("/v1/model"))
     async def model(service: Service) -> ModelInfo:
         return service.info
 
-    @get("/health", summary="The process is alive")
+    @get("/health", summary="The process is alive", security=security("/health"))
     async def health() -> Health:
         return Health(status="ok")
 
-    @get("/ready", summary="The model is loaded and warmed up",
+    @get("/ready", summary="The model is loaded and warmed up", security=security("/ready"),
          responses={503: ResponseSpec(data_container=Health, description="still warming up")})
     async def ready(service: Service) -> Response[Health]:
         if service.ready:
@@ -224,9 +230,9 @@ def _cors(opts: Any) -> CORSConfig | None:
 
 def _openapi(keys: tuple[str, ...]) -> OpenAPIConfig:
     security: dict[str, Any] = {}
-    if keys:
+    if keys:  # the operations that need it say so (open paths do not)
         security = {"components": Components(security_schemes={"ApiKey": SecurityScheme(
-            type="apiKey", name="X-API-Key", security_scheme_in="header")}), "security": [{"ApiKey": []}]}
+            type="apiKey", name="X-API-Key", security_scheme_in="header")})}
     return OpenAPIConfig(title="finsight", version=__version__, path="/schema",
                          description="Financial sentiment: label, probabilities and sentiment "
                                      "(P(positive) - P(negative)) per text.", **security)
