@@ -171,14 +171,15 @@ async def drive(url: str, texts: list[str], *, clients: int, duration: float, ma
             "load_before": load_before, "load_after": load_average()}
 
 
-def offline_rate(model: str, backend: str, texts: list[str], work: Path) -> dict:
+def offline_rate(model: str, backend: str, texts: list[str], work: Path, force: bool = False) -> dict:
     """`finsight analyze` of the texts, same model and backend: rows/s from its --json summary."""
     import pandas as pd
 
     csv = work / "texts.csv"
     pd.DataFrame({"text": texts}).to_csv(csv, index=False)
     load_before = load_average()
-    result = subprocess.run([sys.executable, "-m", "finsight", "analyze", str(csv), "--model", model,
+    flags = ["--set", "predict.force=true"] if force else []
+    result = subprocess.run([sys.executable, "-m", "finsight", *flags, "analyze", str(csv), "--model", model,
                              "--backend", backend, "--out", str(work / "scored.csv"), "--json"],
                             capture_output=True, text=True, check=True)
     summary = json.loads(result.stdout)
@@ -186,13 +187,13 @@ def offline_rate(model: str, backend: str, texts: list[str], work: Path) -> dict
             "load_after": load_average()}
 
 
-def model_floor(model: str, backend: str, texts: list[str], n: int = 300) -> dict:
+def model_floor(model: str, backend: str, texts: list[str], n: int = 300, force: bool = False) -> dict:
     """The predictor alone, in this process, one headline per call: the floor under a
     1-client latency (same settings as the server: no ONNX Runtime spinning)."""
     from finsight.config import load_settings
     from finsight.predict import load_predictor
 
-    predictor = load_predictor(model, load_settings(flags={"predict.spin_wait": False}), backend=backend)
+    predictor = load_predictor(model, load_settings(flags={"predict.spin_wait": False, "predict.force": force}), backend=backend)
     predictor.predict(texts[:16])
     load_before = load_average()
     times = []
@@ -238,6 +239,8 @@ def parse_args(argv=None):
     parser.add_argument("--no-baseline", action="store_true", help="skip the naive litestar app")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="extra finsight --set for the server, e.g. serve.max_wait_ms=2")
+    parser.add_argument("--force", action="store_true",
+                        help="predict.force=true everywhere: measure an export that failed its gate")
     parser.add_argument("--json-out", type=Path, default=None)
     return parser.parse_args(argv)
 
@@ -248,7 +251,7 @@ def main(argv=None) -> None:
     results: dict = {"model": args.model, "backend": args.backend, "cpus": os.cpu_count(), "setups": []}
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         work = Path(tmp)
-        sets = ["serve.cache_size=0", *args.overrides]
+        sets = ["serve.cache_size=0", *(["predict.force=true"] if args.force else []), *args.overrides]
         cmd = [sys.executable, "-m", "finsight", *[x for s in sets for x in ("--set", s)], "serve",
                "--model", args.model, "--backend", args.backend, "--port", "{port}"]
         server = Server("finsight serve", cmd, "/ready", work / "finsight.log")
@@ -266,8 +269,8 @@ def main(argv=None) -> None:
             results["setups"].append(setup)
         finally:
             server.stop()
-        results["offline"] = offline_rate(args.model, args.backend, texts, work)
-        results["model_only"] = model_floor(args.model, args.backend, texts)
+        results["offline"] = offline_rate(args.model, args.backend, texts, work, args.force)
+        results["model_only"] = model_floor(args.model, args.backend, texts, force=args.force)
         if not args.no_baseline:
             naive = work / "naive_app.py"
             naive.write_text(NAIVE_APP)
