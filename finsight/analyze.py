@@ -221,7 +221,7 @@ def _prepare_chunks(plan: InputPlan, source: str | None, predictor: Any, setting
     columns = [plan.text, *plan.copied]
     for chunk in iter_chunks(plan.path, format=plan.format, columns=columns, chunk_rows=chunk_rows(opts, predictor),
                              encoding=opts.encoding or settings.data.encoding, encoding_option=ENCODING_OPTION):
-        texts, errors = texts_to_score(chunk[plan.text])
+        texts, errors = texts_to_score(chunk[plan.text].tolist())
         valid = [t for t, e in zip(texts, errors) if e is None]
         prepared = split_documents(predictor, valid) if opts.mode == "document" else predictor.encode(valid)
         yield _Work(chunk=chunk, plan=plan, source=source, errors=errors, prepared=prepared, mode=opts.mode)

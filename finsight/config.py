@@ -195,6 +195,9 @@ class PredictSettings(Section):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="torch backend dtype; auto: fp16 on GPU, fp32 on CPU")
     force: bool = Field(False, description="load an export whose validation failed")
+    spin_wait: bool = Field(
+        True, description="ONNX Runtime threads spin while idle: faster for one steady caller; "
+                          "finsight serve turns it off unless set (the cores serve requests too)")
 
 
 class AnalyzeSettings(Section):
@@ -226,11 +229,63 @@ class PipelineSettings(Section):
 
 
 class ServeSettings(Section):
+    """`finsight serve`: the HTTP service; the predictor itself is configured by ``predict.*``."""
+
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="port to bind")
-    max_batch_size: int = Field(64, ge=1, description="max texts per micro-batch")
-    max_wait_ms: float = Field(5.0, ge=0.0, description="max wait to fill a micro-batch")
-    max_texts_per_request: int = Field(1024, ge=1, description="larger requests are refused")
+    workers: int = Field(1, ge=1, description="server processes, each with its own predictor")
+    max_batch_size: int = Field(64, ge=1, description="max texts per micro-batch (one model call)")
+    max_wait_ms: float = Field(
+        2.0, ge=0.0, description="max wait to fill a micro-batch while other requests are in flight")
+    model_batch_size: int = Field(
+        8, ge=1, description="CPU, when predict.batch_size is unset: a micro-batch runs sorted by "
+                             "length in padded batches of this many (mixed lengths waste less padding)")
+    max_queue: int = Field(
+        256, ge=1, description="requests waiting for the model; past it requests get 503 + Retry-After")
+    cache_size: int = Field(
+        10000, ge=0, description="LRU cache entries (text + model version -> scores); 0 disables")
+    max_text_chars: int = Field(2000, ge=1, description="longer texts are refused (422)")
+    max_document_chars: int = Field(
+        100_000, ge=1, description="longer /v1/analyze documents are refused (422)")
+    max_texts_per_request: int = Field(
+        256, ge=1, description="texts (or documents) per batch/analyze request; more are refused (422)")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies are refused (413)")
+    api_keys: list[str] = Field(
+        default_factory=list, description="accepted X-API-Key values; empty (and no keys file) means no auth")
+    api_keys_file: Path | None = Field(
+        None, description="file with one accepted API key per line (# comments), added to api_keys")
+    open_paths: list[str] = Field(
+        default_factory=lambda: ["/", "/health", "/ready", "/metrics", "/schema"],
+        description="paths (and their subpaths) served without an API key and without rate limit")
+    rate_limit: str | None = Field(
+        None, description="requests per API key (else client IP), e.g. '600/minute'; None disables")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed by CORS, e.g. https://app.example.com; empty: none")
+    access_log: bool = Field(True, description="one JSON line per request on stderr (never the text)")
+    warmup_texts: int = Field(
+        16, ge=0, description="texts scored at start-up before /ready answers 200; 0 skips warm-up")
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="on SIGTERM: seconds to finish queued requests before exiting")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate_limit(value)
+        return value
+
+
+RATE_UNITS = ("second", "minute", "hour", "day")
+
+
+def parse_rate_limit(value: str) -> tuple[str, int]:
+    """'600/minute' -> ('minute', 600)."""
+    count, _, unit = str(value).partition("/")
+    unit = unit.strip().lower().removesuffix("s")
+    if not count.strip().isdigit() or int(count) < 1 or unit not in RATE_UNITS:
+        raise ValueError(f"rate limit must look like '600/minute' (a count >= 1 per "
+                         f"{', '.join(RATE_UNITS)}), got {value!r}")
+    return unit, int(count)
 
 
 class Settings(BaseSettings):

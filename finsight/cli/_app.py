@@ -149,7 +149,8 @@ def _late_globals(ctx: click.Context, args: list[str], own: set[str], kept: list
 app = typer.Typer(
     cls=FinsightGroup,
     name="finsight",
-    help="Financial sentiment analysis around FinBERT: prep, train, evaluate, export, analyze.\n\n"
+    help="Financial sentiment analysis around FinBERT: prep, train, evaluate, export, analyze, "
+         "register, serve, triton, pipeline.\n\n"
          "The options below may also follow the command: finsight train ... --set k=v -v. "
          "`finsight config show KEY` explains a config key.",
     no_args_is_help=True,

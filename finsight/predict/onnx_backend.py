@@ -17,7 +17,7 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
-def session_options(num_threads: int):
+def session_options(num_threads: int, spin_wait: bool = True):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -28,6 +28,10 @@ def session_options(num_threads: int):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if not spin_wait:
+        # Idle worker threads sleep instead of spinning: the cores stay free for the other
+        # threads of a server (measured: 1-client p50 37 -> 16 ms under finsight serve).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -54,7 +58,8 @@ class OnnxPredictor(EncoderPredictor):
         model_file = artifact.model_file
         chosen = providers(opts.device)
         try:
-            self.session = ort.InferenceSession(str(model_file), session_options(opts.num_threads),
+            self.session = ort.InferenceSession(str(model_file),
+                                                session_options(opts.num_threads, opts.spin_wait),
                                                 providers=chosen)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
             raise ModelError(f"cannot load {model_file}: {exc}".splitlines()[0]) from None

@@ -87,7 +87,7 @@ def score_texts(predictor, column) -> "pd.DataFrame":
     from finsight.data.clean import texts_to_score
     from finsight.predict.scores import score_frame
 
-    texts, errors = texts_to_score(column.reset_index(drop=True))
+    texts, errors = texts_to_score(column.tolist())
     valid = np.array([e is None for e in errors], dtype=bool)
     kept = [t for t, ok in zip(texts, valid) if ok]
     probs = predictor.predict(kept) if kept else np.zeros((0, 3), dtype=np.float32)

@@ -1,0 +1,245 @@
+"""``create_app(settings, predictor)``: the litestar app, its routes and its one error mapping.
+
+Annotations here are evaluated (no ``from __future__ import annotations``): the request types
+carry this server's limits and are built per app, so litestar must see the real classes.
+"""
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig
+
+from finsight import __version__
+from finsight.config import parse_rate_limit
+from finsight.errors import FinsightError
+from finsight.serve import middleware as mw
+from finsight.serve.batching import Overloaded
+from finsight.serve.metrics import LATENCY_BUCKETS, PREFIX, metrics, render
+from finsight.serve.page import PAGE
+from finsight.serve.schemas import (
+    AnalyzeResponse, BatchResponse, ErrorBody, Health, ModelInfo, PredictResponse, request_types)
+from finsight.serve.service import Service
+
+log = logging.getLogger("finsight.serve")
+
+
+def _spec(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=ErrorBody, description=description)
+
+
+def _responses(*codes: int) -> dict[int, ResponseSpec]:
+    described = {
+        400: "malformed JSON, a wrong type or an unknown field",
+        401: "missing or wrong X-API-Key (when the server has keys)",
+        413: "request body larger than serve.max_body_bytes",
+        422: "a text longer than serve.max_text_chars (a document: serve.max_document_chars) or more "
+             "items than serve.max_texts_per_request",
+        429: "rate limit (serve.rate_limit) exceeded; see the RateLimit-* headers",
+        503: "the request queue is full (serve.max_queue) or the model is warming up; see Retry-After",
+    }
+    return {code: _spec(described[code]) for code in codes}
+
+
+SCORING_ERRORS = (400, 401, 413, 422, 429, 503)
+READ_ERRORS = (401, 429)
+
+
+# ---------------------------------------------------------------- the error mapping
+
+
+def _error(status: int, detail: str, *, headers: dict | None = None, **fields: Any) -> Response:
+    body = {"status_code": status, "detail": detail, **{k: v for k, v in fields.items() if v is not None}}
+    return Response(body, status_code=status, headers=headers, media_type=MediaType.JSON)
+
+
+# msgspec's messages for the limits declared in request_types(); mapped to 422 naming the key.
+_TOO_LONG = re.compile(r"Expected `(str|array)` of length <= (\d+)")
+
+
+def _exception_handlers(opts: Any) -> dict:
+    def validation(request: Request, exc: ValidationException) -> Response:
+        for item in exc.extra if isinstance(exc.extra, list) else []:
+            match = _TOO_LONG.search(str(item.get("message", "")))
+            if match:
+                where = str(item.get("key") or "")
+                key = ("max_texts_per_request" if match.group(1) == "array" else
+                       "max_document_chars" if where.startswith("documents") else "max_text_chars")
+                limit = getattr(opts, key)
+                what = (f"more than {limit} items in one request" if key == "max_texts_per_request"
+                        else f"a {'document' if key == 'max_document_chars' else 'text'} is longer "
+                             f"than {limit} characters")
+                return _error(422, f"{what} (serve.{key}={limit}; at {item.get('key') or 'the body'})",
+                              limit=f"serve.{key}", value=limit)
+        return _error(400, exc.detail or "invalid request body", extra=exc.extra or None)
+
+    def http(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 413:
+            return _error(413, f"request body is larger than serve.max_body_bytes={opts.max_body_bytes} bytes",
+                          headers=exc.headers, limit="serve.max_body_bytes", value=opts.max_body_bytes)
+        return _error(exc.status_code, exc.detail, headers=exc.headers, extra=exc.extra or None)
+
+    def overloaded(request: Request, exc: Overloaded) -> Response:
+        metrics()["rejected"].inc()
+        return _error(503, str(exc), headers={"Retry-After": str(exc.retry_after)},
+                      limit="serve.max_queue", value=opts.max_queue)
+
+    def finsight_error(request: Request, exc: FinsightError) -> Response:
+        log.error("%s: %s", type(exc).__name__, exc)
+        return _error(503, f"the model backend failed: {exc}", headers={"Retry-After": "5"})
+
+    def internal(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error in %s %s", request.method, request.url.path)
+        request_id = request.scope.get("state", {}).get("request_id")
+        return _error(500, f"internal error (request id {request_id})")
+
+    return {ValidationException: validation, HTTPException: http, Overloaded: overloaded,
+            FinsightError: finsight_error, Exception: internal}
+
+
+# ---------------------------------------------------------------- the app
+
+
+def create_app(settings: Any, predictor: Any, *, service: Service | None = None) -> Litestar:
+    """The service over ``predictor``: routes, limits, auth, metrics, warm-up and shutdown."""
+    opts = settings.serve
+    service = service or Service.build(predictor, settings)
+    keys = mw.load_api_keys(opts)
+    types = request_types(opts)
+    warming: list[asyncio.Task] = []  # holds the warm-up task so it is not garbage-collected
+
+    async def start() -> None:
+        service.batcher.start()
+        # Warm up in the background: /health answers at once, /ready once the model is warm.
+        warming.append(asyncio.get_running_loop().create_task(_warm(service)))
+
+    async def stop() -> None:
+        await service.batcher.stop()  # queued requests are answered before the worker exits
+
+    app = Litestar(
+        route_handlers=_routes(types, lambda path: bool(keys) and not mw.is_open(path, opts.open_paths)),
+        dependencies={"service": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
+        exception_handlers=_exception_handlers(opts),
+        middleware=_middleware(opts, keys),
+        request_max_body_size=opts.max_body_bytes,
+        cors_config=_cors(opts),
+        openapi_config=_openapi(keys),
+        on_startup=[start],
+        on_shutdown=[stop],
+        before_send=[mw.add_request_id],
+        debug=False,
+    )
+    # The request Structs forbid unknown fields; say so in the schema (litestar leaves it open).
+    schemas = app.openapi_schema.components.schemas
+    for struct in types.values():
+        schemas[struct.__name__].additional_properties = False
+    return app
+
+
+def _routes(types: dict[str, type], needs_key: Any) -> list:
+    """The route handlers; the request types carry this server's limits (see schemas.py), and
+    ``needs_key(path)`` says which operations the schema marks as needing X-API-Key."""
+    PredictRequest, BatchRequest, AnalyzeRequest = types["predict"], types["batch"], types["analyze"]
+
+    def security(path: str) -> list | None:
+        return [{"ApiKey": []}] if needs_key(path) else None
+
+    @post("/v1/predict", status_code=200, summary="Score one text", responses=_responses(*SCORING_ERRORS),
+          security=security("/v1/predict"))
+    async def predict(data: PredictRequest, service: Service) -> PredictResponse:
+        score = (await service.score([data.text]))[0]
+        return PredictResponse(label=score.label, confidence=score.confidence, probabilities=score.probabilities,
+                               sentiment=score.sentiment, cached=score.cached, error=score.error,
+                               model=service.model_ref)
+
+    @post("/v1/predict/batch", status_code=200, summary="Score texts, results in input order",
+          responses=_responses(*SCORING_ERRORS), security=security("/v1/predict/batch"))
+    async def predict_batch(data: BatchRequest, service: Service) -> BatchResponse:
+        return BatchResponse(results=await service.score(data.texts), model=service.model_ref)
+
+    @post("/v1/analyze", status_code=200, responses=_responses(*SCORING_ERRORS),
+          security=security("/v1/analyze"),
+          summary="Score long documents like `analyze --mode document`: split into sentences, "
+                  "token-weighted mean")
+    async def analyze(data: AnalyzeRequest, service: Service) -> AnalyzeResponse:
+        return AnalyzeResponse(results=await service.score_documents(data.documents), model=service.model_ref)
+
+    @get("/v1/model", summary="What is served: name, version, labels, backend, export validation",
+         responses=_responses(*READ_ERRORS), security=security("/v1/model"))
+    async def model(service: Service) -> ModelInfo:
+        return service.info
+
+    @get("/health", summary="The process is alive", security=security("/health"))
+    async def health() -> Health:
+        return Health(status="ok")
+
+    @get("/ready", summary="The model is loaded and warmed up", security=security("/ready"),
+         responses={503: ResponseSpec(data_container=Health, description="still warming up")})
+    async def ready(service: Service) -> Response[Health]:
+        if service.ready:
+            return Response(Health(status="ready"))
+        return Response(Health(status="warming up"), status_code=503, headers={"Retry-After": "1"})
+
+    @get("/metrics", include_in_schema=False)
+    async def metrics_route() -> Response[bytes]:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @get("/", include_in_schema=False, media_type=MediaType.HTML)
+    async def page() -> str:
+        return PAGE
+
+    return [predict, predict_batch, analyze, model, health, ready, metrics_route, page]
+
+
+def _middleware(opts: Any, keys: tuple[str, ...]) -> list:
+    """Outermost first. Prometheus sits outside auth and rate limiting, and their refusals are
+    rendered inside it (errors_as_responses), so 401 and 429 are counted with their codes."""
+    middleware: list[Any] = [
+        lambda app: mw.RequestContext(app, access_log=opts.access_log),
+        PrometheusConfig(app_name="finsight", prefix=PREFIX, group_path=True,
+                         buckets=list(LATENCY_BUCKETS)).middleware,
+        mw.errors_as_responses,
+    ]
+    if keys:
+        middleware.append(lambda app: mw.ApiKeyAuth(app, keys=keys, open_paths=opts.open_paths))
+    if opts.rate_limit:
+        middleware.append(RateLimitConfig(rate_limit=parse_rate_limit(opts.rate_limit),
+                                          exclude=mw.open_path_patterns(opts.open_paths),
+                                          identifier_for_request=mw.rate_limit_identity).middleware)
+    return middleware
+
+
+def _cors(opts: Any) -> CORSConfig | None:
+    if not opts.cors_origins:
+        return None
+    return CORSConfig(allow_origins=list(opts.cors_origins), allow_methods=["GET", "POST"],
+                      allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
+                      expose_headers=["X-Request-ID", "Retry-After", "RateLimit-Limit",
+                                      "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy"])
+
+
+def _openapi(keys: tuple[str, ...]) -> OpenAPIConfig:
+    security: dict[str, Any] = {}
+    if keys:  # the operations that need it say so (open paths do not)
+        security = {"components": Components(security_schemes={"ApiKey": SecurityScheme(
+            type="apiKey", name="X-API-Key", security_scheme_in="header")})}
+    return OpenAPIConfig(title="finsight", version=__version__, path="/schema",
+                         description="Financial sentiment: label, probabilities and sentiment "
+                                     "(P(positive) - P(negative)) per text.", **security)
+
+
+async def _warm(service: Service) -> None:
+    try:
+        await service.warm_up()
+    except Exception:  # noqa: BLE001 - /ready stays 503 and the log says why
+        log.exception("warm-up failed; /ready stays 503")

@@ -1,0 +1,175 @@
+"""Dynamic micro-batching and the score cache.
+
+Requests put their texts on a bounded asyncio queue; one consumer task takes what is queued
+(up to ``max_batch_size`` texts, waiting up to ``max_wait_ms`` for more while other requests
+are in flight) and scores the batch with one ``predictor.predict`` call on a single worker
+thread, so the event loop never blocks and the predictor is never called concurrently. A full
+queue raises :class:`Overloaded` (the app answers 503 + Retry-After) instead of growing latency
+without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+
+class Overloaded(Exception):
+    """The request queue is full; retry after ``retry_after`` seconds."""
+
+    def __init__(self, depth: int, retry_after: int = 1):
+        super().__init__(f"the request queue is full ({depth} requests waiting, serve.max_queue); "
+                         f"retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class ScoreCache:
+    """LRU of probabilities keyed on (model version, cleaned text); size 0 disables it."""
+
+    def __init__(self, size: int, version: str):
+        self.size, self.version = int(size), version
+        self._items: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+
+    def get(self, text: str) -> np.ndarray | None:
+        if not self.size:
+            return None
+        key = (self.version, text)
+        row = self._items.get(key)
+        if row is not None:
+            self._items.move_to_end(key)
+        return row
+
+    def put(self, text: str, row: np.ndarray) -> None:
+        if not self.size:
+            return
+        self._items[(self.version, text)] = row
+        self._items.move_to_end((self.version, text))
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass
+class _Item:
+    texts: Sequence[str]
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+_STOP = object()
+
+
+class MicroBatcher:
+    """Scores texts from many concurrent requests in shared model calls."""
+
+    def __init__(self, predictor: Any, *, max_batch_size: int, max_wait_ms: float, max_queue: int,
+                 on_batch: Callable[[int, int], None] | None = None):
+        self.predictor = predictor
+        self.max_batch_size = int(max_batch_size)
+        self.max_wait = float(max_wait_ms) / 1000.0
+        self.max_queue = int(max_queue)
+        self.on_batch = on_batch  # (texts in the batch, requests in the batch), for metrics
+        self.in_flight = 0  # requests inside a scoring route; the batcher waits only for these
+        self.model_calls = 0
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue(maxsize=self.max_queue)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finsight-predict")
+        self._task = asyncio.get_running_loop().create_task(self._consume(), name="finsight-batcher")
+
+    async def stop(self) -> None:
+        """Finish every queued request, then stop the worker."""
+        if self._task is None:
+            return
+        await self._queue.put(_STOP)
+        await self._task
+        self._executor.shutdown(wait=True)
+        self._task = None
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    # ------------------------------------------------------------ calls
+
+    async def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities ``(len(texts), 3)``, scored together with other requests' texts."""
+        if self._queue is None:
+            raise RuntimeError("MicroBatcher.start() was not called")
+        future = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Item(texts, future))
+        except asyncio.QueueFull:
+            raise Overloaded(self._queue.qsize()) from None
+        return await future
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the predictor's thread (never beside a batch)."""
+        if self._queue is not None and self._queue.full():
+            raise Overloaded(self._queue.qsize())
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # ------------------------------------------------------------ the consumer
+
+    async def _consume(self) -> None:
+        queue = self._queue
+        carry = None
+        while True:
+            first = carry if carry is not None else await queue.get()
+            carry = None
+            if first is _STOP:
+                return
+            batch, n = [first], len(first.texts)
+            deadline = time.perf_counter() + self.max_wait
+            while n < self.max_batch_size:
+                if not queue.empty():
+                    item = queue.get_nowait()
+                elif self.in_flight > len(batch) and time.perf_counter() < deadline:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), deadline - time.perf_counter())
+                    except asyncio.TimeoutError:
+                        break
+                else:
+                    break
+                if item is _STOP or n + len(item.texts) > self.max_batch_size:
+                    carry = item
+                    break
+                batch.append(item)
+                n += len(item.texts)
+            await self._score(batch)
+
+    async def _score(self, batch: list[_Item]) -> None:
+        live = [item for item in batch if not item.future.done()]  # a cancelled request is skipped
+        if not live:
+            return
+        texts = [text for item in live for text in item.texts]
+        loop = asyncio.get_running_loop()
+        try:
+            probs = await loop.run_in_executor(self._executor, self.predictor.predict, texts)
+        except Exception as exc:  # noqa: BLE001 - handed to each waiting request
+            for item in live:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        self.model_calls += 1
+        if self.on_batch is not None:
+            self.on_batch(len(texts), len(live))
+        start = 0
+        for item in live:
+            end = start + len(item.texts)
+            if not item.future.done():
+                item.future.set_result(probs[start:end])
+            start = end

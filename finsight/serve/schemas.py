@@ -1,0 +1,101 @@
+"""Request and response bodies. Requests refuse unknown fields; limits come from ``serve.*``
+and are declared in the OpenAPI schema (maxLength, maxItems), so clients see them up front."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta, Struct
+
+
+class Probabilities(Struct):
+    negative: float
+    neutral: float
+    positive: float
+
+
+class ModelRef(Struct):
+    name: str
+    version: str
+
+
+class Score(Struct):
+    """One text's scores; a text with no content gets nulls and ``error`` (as in ``analyze``)."""
+
+    label: str | None
+    confidence: float | None
+    probabilities: Probabilities | None
+    sentiment: float | None
+    cached: bool
+    error: str | None = None
+
+
+class PredictResponse(Struct):
+    label: str | None
+    confidence: float | None
+    probabilities: Probabilities | None
+    sentiment: float | None
+    cached: bool
+    model: ModelRef
+    error: str | None = None
+
+
+class BatchResponse(Struct):
+    results: list[Score]
+    model: ModelRef
+
+
+class DocumentScore(Struct):
+    label: str | None
+    confidence: float | None
+    probabilities: Probabilities | None
+    sentiment: float | None
+    n_sentences: int
+    error: str | None = None
+
+
+class AnalyzeResponse(Struct):
+    results: list[DocumentScore]
+    model: ModelRef
+
+
+class ModelInfo(Struct):
+    name: str
+    version: str
+    ref: str
+    backend: str
+    device: str
+    labels: list[str]
+    max_length: int
+    format: str | None
+    precision: str | None
+    validation: dict[str, Any] | None
+    valid: bool | None
+
+
+class Health(Struct):
+    status: str
+
+
+class ErrorBody(Struct):
+    """Every non-2xx answer: the status, what went wrong and, for a limit, its key and value."""
+
+    status_code: int
+    detail: str
+    limit: str | None = None
+    value: int | None = None
+    extra: Any = None
+
+
+def request_types(opts: Any) -> dict[str, type]:
+    """The request Structs with this server's limits (``serve.*``) built into their schema."""
+    text = Annotated[str, Meta(max_length=opts.max_text_chars)]
+    texts = Annotated[list[text], Meta(max_length=opts.max_texts_per_request)]
+    document = Annotated[str, Meta(max_length=opts.max_document_chars)]
+    documents = Annotated[list[document], Meta(max_length=opts.max_texts_per_request)]
+
+    predict = msgspec.defstruct("PredictRequest", [("text", text)], forbid_unknown_fields=True)
+    batch = msgspec.defstruct("BatchRequest", [("texts", texts)], forbid_unknown_fields=True)
+    analyze = msgspec.defstruct("AnalyzeRequest", [("documents", documents)], forbid_unknown_fields=True)
+    return {"predict": predict, "batch": batch, "analyze": analyze}

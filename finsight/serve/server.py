@@ -1,0 +1,98 @@
+"""Run the app under uvicorn: load the predictor, log JSON lines, shut down gracefully.
+
+On SIGTERM/SIGINT uvicorn stops accepting connections and waits (up to
+``serve.shutdown_timeout_s``) for requests in progress; the app's shutdown hook then lets the
+micro-batcher answer everything still queued before the worker thread exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from finsight.errors import ConfigError
+
+SETTINGS_ENV = "FINSIGHT_SERVE_SETTINGS_JSON"  # how worker processes get the parent's settings
+
+
+class JsonLines(logging.Formatter):
+    """Access lines are JSON already; other records become {"ts", "level", "logger", "msg"}."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == "finsight.serve.access":
+            return record.getMessage()
+        line = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+                "msg": record.getMessage()}
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines())
+    for name in ("finsight.serve", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def for_serving(settings: Any) -> Any:
+    """Predictor defaults that suit a server: ONNX Runtime threads that do not spin while idle
+    (they would take the cores the event loop needs), unless ``predict.spin_wait`` was set."""
+    if settings.sources.get("predict.spin_wait", "default") == "default":
+        settings.predict.spin_wait = False
+    return settings
+
+
+def build_app(settings: Any):
+    """Load the predictor (``--model`` may be a ``models:/`` ref) and build the app."""
+    import threading
+
+    from finsight.predict import load_predictor
+
+    # litestar and the app module take ~0.5 s to import: do it while the model loads.
+    importer = threading.Thread(target=__import__, args=("finsight.serve.app",), daemon=True)
+    importer.start()
+    started = time.perf_counter()
+    settings = for_serving(settings)
+    try:
+        predictor = load_predictor(None, settings)
+    finally:
+        importer.join()
+    from finsight.serve.app import create_app
+
+    logging.getLogger("finsight.serve").info(
+        "loaded %s (%s backend, %s) in %.2f s", predictor.source, predictor.name, predictor.device,
+        time.perf_counter() - started)
+    return create_app(settings, predictor)
+
+
+def app_from_env():
+    """uvicorn factory for ``serve.workers`` > 1: each worker process loads its own predictor."""
+    from finsight.config import Settings
+
+    configure_logging()
+    return build_app(Settings.model_validate(json.loads(os.environ[SETTINGS_ENV])))
+
+
+def run(settings: Any) -> None:
+    """Serve until SIGTERM/SIGINT."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("finsight serve needs the serve extra: pip install 'finsight[serve]'") from None
+    opts = settings.serve
+    configure_logging()
+    common = dict(host=opts.host, port=opts.port, log_config=None, access_log=False,
+                  timeout_graceful_shutdown=opts.shutdown_timeout_s, server_header=False)
+    if opts.workers > 1:
+        os.environ[SETTINGS_ENV] = json.dumps(settings.model_dump(mode="json"))
+        uvicorn.run("finsight.serve.server:app_from_env", factory=True, workers=opts.workers, **common)
+    else:
+        uvicorn.run(build_app(settings), **common)
