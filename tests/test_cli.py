@@ -96,10 +96,27 @@ def test_python_dash_m_and_console_script():
 REPO = Path(__file__).resolve().parents[1]
 # Examples this test cannot run here, and why; each must still be in README (so this list
 # cannot go stale). Everything else README shows for a command the CLI has must exit 0.
+_SERVER = "starts a server that runs until stopped: tests/test_serve_live.py runs `finsight serve` as a process"
 NOT_RUN = {
     "finsight -c configs/finbert.yaml train --data DIR": "downloads ProsusAI/finbert from the Hub",
     "finsight train --data DIR --model /path/to/local/hf/dir --set train.devices=4 --set train.strategy=ddp":
         "needs 4 devices and a base model",
+    "finsight -c configs/finbert.yaml pipeline run": "downloads ProsusAI/finbert from the Hub",
+    "finsight -c configs/quickstart.yaml pipeline run":
+        "tests/test_pipeline.py runs this config end to end (with fewer epochs), reruns and resumes it",
+    "finsight -c configs/quickstart.yaml pipeline run --set train.max_epochs=12": "as above",
+    "finsight -c configs/quickstart.yaml pipeline run --from export --to triton --json": "as above",
+    ".venv/bin/finsight serve --model finsight-work/runs/demo/model": _SERVER,
+    "finsight serve --model finsight-work/runs/r1/export-onnx-int8": _SERVER,
+    "finsight serve --model models:/finsight-sentiment@prod --host 0.0.0.0 --port 8080 --workers 2": _SERVER,
+    "finsight serve --model RUN/model --set serve.api_keys_file=keys.txt --set serve.rate_limit=600/minute":
+        _SERVER,
+    "finsight register RUN/model --tracking-uri http://mlflow.internal:5000":
+        "a team's MLflow server: tests/test_mlflow_server.py registers through a real local one",
+    "finsight triton check --repo triton-gpu --url triton.internal:8001 --protocol grpc":
+        "a remote server: tests/test_triton.py checks through a real local one with --url",
+    "finsight analyze news.csv --model export-onnx --backend triton --set triton.url=127.0.0.1:8000":
+        "needs a running tritonserver: tests/test_triton.py runs analyze against a real one",
 }
 # Placeholders and paths in README -> what stands for them here (cwd is the test's tmp dir).
 # Extend this (and _example_inputs) when README gains a command whose placeholders differ.
@@ -112,9 +129,10 @@ SUBSTITUTE = (
     (r"^DIR$", "finsight-work/data/headlines"),
     (r"^DATA/", "finsight-work/data/headlines/"),
     (r"^MODEL$", "finsight-work/runs/tiny/model"),
+    (r"^export-onnx$", "finsight-work/runs/tiny/export-onnx"),
 )
 # Commands that produce what later ones use run first; README order within a command.
-STAGES = ("config", "prep", "train", "export", "evaluate", "analyze")
+STAGES = ("config", "prep", "train", "export", "evaluate", "analyze", "register", "models", "triton")
 
 
 def readme_examples() -> list[tuple[str, list[str]]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -91,8 +92,15 @@ def run(settings: Any) -> None:
     configure_logging()
     common = dict(host=opts.host, port=opts.port, log_config=None, access_log=False,
                   timeout_graceful_shutdown=opts.shutdown_timeout_s, server_header=False)
-    if opts.workers > 1:
-        os.environ[SETTINGS_ENV] = json.dumps(settings.model_dump(mode="json"))
-        uvicorn.run("finsight.serve.server:app_from_env", factory=True, workers=opts.workers, **common)
-    else:
-        uvicorn.run(build_app(settings), **common)
+    # SIGTERM is the normal way a server is stopped (kill, Kubernetes): uvicorn drains, then
+    # re-raises the signal for the handler it found. The CLI's handler would turn that into
+    # "terminated", exit 143; here a drained shutdown is a clean exit 0.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        if opts.workers > 1:
+            os.environ[SETTINGS_ENV] = json.dumps(settings.model_dump(mode="json"))
+            uvicorn.run("finsight.serve.server:app_from_env", factory=True, workers=opts.workers, **common)
+        else:
+            uvicorn.run(build_app(settings), **common)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

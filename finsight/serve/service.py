@@ -169,8 +169,8 @@ class Service:
             return results
         self.batcher.in_flight += 1
         try:
-            probs, batch, _ = await self.batcher.run(score_documents, self.predictor,
-                                                     [cleaned[i] for i in valid])
+            scored = await self.batcher.run(score_documents, self.predictor, [cleaned[i] for i in valid])
+            probs, batch = scored.probs, scored.batch
         finally:
             self.batcher.in_flight -= 1
         for i, record, n in zip(valid, score_records(probs), batch.n_sentences):
