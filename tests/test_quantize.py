@@ -86,7 +86,7 @@ def test_fixed_recipe_fails_the_gate_and_the_search_finds_a_passing_graph(sensit
     assert tried["dynamic_sensitive[1]"]["fp32_nodes"] == [OUTLIER]
     passing = [c for c in search["candidates"] if c["passed"]]
     chosen = tried[search["chosen"]]
-    assert chosen["texts_per_s"] == max(c["texts_per_s"] for c in passing)
+    assert chosen["texts_per_s"] >= 0.95 * max(c["texts_per_s"] for c in passing)
     assert search["chosen"] in search["reason"] and manifest["quantization"]["fp32_nodes"] == chosen["fp32_nodes"]
     # The artifact is that graph: the outlier's MatMul is float, the rest integer.
     import onnx

@@ -35,6 +35,7 @@ CANDIDATES = ("dynamic", "dynamic_sensitive", "dynamic_ffn_fp32", "static_minmax
               "static_percentile", "static_entropy")
 _CALIBRATION = {"static_minmax": "MinMax", "static_percentile": "Percentile", "static_entropy": "Entropy"}
 TIMING_ROWS = 128  # validation rows timed per candidate, in length-sorted batches of 32
+TIE = 0.05  # speeds within 5% of the fastest passing candidate count as equal
 SENSITIVITY_ROWS = 96  # validation rows each node's sensitivity is measured on
 
 
@@ -162,10 +163,14 @@ def search(fp32: Path, scratch: Path, source: Source, data, calibration: Sequenc
                     "reason": f"no int8 candidate passed the gates ({len(tried)} tried; {stopped}); "
                               "the fp32 graph is the result"}
         return SearchResult(None, {"method": "none", "search": summary})
-    best = max(passing, key=lambda t: t["texts_per_s"])
+    # Fastest wins; candidates within TIE of it count as equally fast and the earlier one in
+    # export.int8_candidates (the simpler graph) is kept, so timing noise does not flip the choice.
+    fastest = max(t["texts_per_s"] for t in passing)
+    best = next(t for t in passing if t["texts_per_s"] >= fastest * (1 - TIE))
     others = [t for t in tried if t is not best]
     faster_failed = [t["name"] for t in others if not t["passed"] and t.get("texts_per_s", 0) > best["texts_per_s"]]
     reason = (f"{best['name']} is the fastest of {len(passing)} passing candidate(s) "
+              f"(ties within {TIE:.0%} go to the earlier) "
               f"({best['texts_per_s']:.0f} texts/s, {best['speedup_vs_fp32']:.2f}x fp32; agreement "
               f"{best['agreement']:.2%})")
     if faster_failed:
