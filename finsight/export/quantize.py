@@ -106,7 +106,7 @@ def search(fp32: Path, scratch: Path, source: Source, data, calibration: Sequenc
         record: dict[str, Any] = {"name": candidate.name, "method": candidate.kind.split("_")[0],
                                   "fp32_nodes": candidate.fp32_nodes, **candidate.options}
         try:
-            _build(candidate, fp32, path, base, calibration_batches(reference, calibration), cfg)
+            _build(candidate, fp32, path, base, lambda: calibration_batches(reference, calibration))
             run = _session_runner(path)
             report = compare(reference, run, data, precision="int8", provider="CPUExecutionProvider", cfg=cfg)
         except Exception as exc:  # noqa: BLE001 - a candidate the quantizer cannot build is skipped
@@ -215,7 +215,8 @@ def quantize_dynamic(fp32: Path, target: Path, base: dict[str, Any], *, exclude:
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
-def _build(candidate: Candidate, fp32: Path, target: Path, base: dict[str, Any], calibration, cfg) -> None:
+def _build(candidate: Candidate, fp32: Path, target: Path, base: dict[str, Any],
+           calibration: Callable[[], Any]) -> None:
     if candidate.kind.startswith("dynamic"):
         quantize_dynamic(fp32, target, base, exclude=candidate.fp32_nodes)
         return
@@ -228,7 +229,7 @@ def _build(candidate: Candidate, fp32: Path, target: Path, base: dict[str, Any],
     with _quiet():
         # QDQ, u8 activations / s8 weights: ORT's recommended CPU format. Only MatMuls: the
         # fused contrib ops (Attention, SkipLayerNormalization) have no QDQ form.
-        quantize_static(str(_typed(fp32)), str(target), calibration, quant_format=QuantFormat.QDQ,
+        quantize_static(str(_typed(fp32)), str(target), calibration(), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["MatMul"], per_channel=base["per_channel"],
                         reduce_range=base["reduce_range"], activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, nodes_to_exclude=candidate.fp32_nodes,
