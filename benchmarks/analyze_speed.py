@@ -497,7 +497,7 @@ def render_whole(rows: list[dict]) -> None:
                       f"{row['texts_per_s']:.1f}", f"{row['ratio']:.2f}x", f"{row['marginal_texts_per_s']:.1f}",
                       f"{row['marginal_ratio']:.2f}x", f"{row['startup_file_wall_s']:.2f}",
                       fmt(row["startup_s"], ".2f"), fmt(row["first_row_s"], ".2f"))
-    console = Console()
+    console = Console(width=max(160, Console().width))
     console.print(table)
     for note in notes:
         parts = [f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in note.items() if k != "model"]
