@@ -413,8 +413,13 @@ def whole_process(name: str, args, work: Path) -> list[dict]:
         files[rows] = root / f"texts-{rows}.csv"
         pd.DataFrame({"id": range(rows), "text": texts[:rows]}).to_csv(files[rows], index=False)
     exports = {}
+    given = dict(zip(("none", "int8"), args.exports or ()))
     for quantize in ("none", "int8"):
-        exported, verdict = export(model_dir, quantize, root)
+        if quantize in given and name == "minilm":  # exports the user made, e.g. with --validate-data
+            manifest = json.loads((Path(given[quantize]) / "finsight.json").read_text())
+            exported, verdict = Path(given[quantize]), "valid" if manifest["valid"] else "INVALID"
+        else:
+            exported, verdict = export(model_dir, quantize, root)
         precision = json.loads((exported / "finsight.json").read_text())["precision"]
         exports[quantize] = (exported, verdict, precision)
         print(f"  {name}: export --quantize {quantize} -> {precision} ({verdict})", file=sys.stderr)
@@ -526,6 +531,8 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, default=None, help="also write the rows as JSON")
     parser.add_argument("--whole-process", action="store_true",
                         help="time whole commands (start-up included) instead of in-process runners")
+    parser.add_argument("--exports", nargs=2, metavar=("FP32_DIR", "INT8_DIR"), default=None,
+                        help="--whole-process, minilm: existing fp32 and int8 export dirs of --minilm-model")
     parser.add_argument("--startup-rows", type=int, default=200,
                         help="--whole-process: rows of the small file for start-up (default 200)")
     args = parser.parse_args()
