@@ -21,7 +21,6 @@ candidate passes, the fp32 graph is the result and the manifest says why.
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -367,7 +366,3 @@ def _rate(path: Path, batches: list[dict[str, np.ndarray]], repeats: int = 3) ->
             session.run(["logits"], feed)
         best = min(best, time.perf_counter() - t0)
     return rows / best
-
-
-def copy_chosen(chosen: Path, target: Path) -> None:
-    shutil.copyfile(chosen, target)
