@@ -452,7 +452,8 @@ def whole_process(name: str, args, work: Path) -> list[dict]:
                 walls[title][rows].append(wall)
                 if first is not None and rows == args.startup_rows:
                     firsts[title].append(first)
-            line.append(f"{title.split(', ')[-1].split(' (')[0]} {walls[title][n][-1]:.1f}s")
+            short = "pipeline" if title.startswith("transformers") else title.split(", ")[-1].split(" (")[0]
+            line.append(f"{short} {walls[title][n][-1]:.1f}s")
         after = _load()
         loads.append((before, after))
         flag = max(before, after) > _busy_threshold()
