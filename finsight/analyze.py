@@ -172,13 +172,18 @@ def analyze_files(inputs: Sequence[str | Path], settings: Any, *, predictor: Any
             if on_progress:
                 on_progress(summary.rows, total)
 
+        # GPU backends compute asynchronously: submit a chunk, then write the previous one while
+        # it runs. CPU backends finish inside submit, so each chunk is written at once.
+        overlap = str(getattr(predictor, "device", "cpu")).startswith("cuda")
         pending = None
         for work in _prefetch(_prepare_all(plans, predictor, settings)):
-            # Submit this chunk, then write the previous one while it computes (GPU backends).
             submitted = (work, predictor.submit(work.encoded))
             if pending is not None:
                 emit(pending[0], pending[1]())
             pending = submitted
+            if not overlap:
+                emit(pending[0], pending[1]())
+                pending = None
         if pending is not None:
             emit(pending[0], pending[1]())
         if groups is not None:
@@ -208,23 +213,43 @@ class _Work:
 
 
 def _prepare_all(plans: Sequence[InputPlan], predictor: Any, settings: Any) -> Iterator[_Work]:
-    for plan in plans:
-        yield from _prepare_chunks(plan, str(plan.path) if len(plans) > 1 else None, predictor, settings)
+    for i, plan in enumerate(plans):
+        yield from _prepare_chunks(plan, str(plan.path) if len(plans) > 1 else None, predictor, settings,
+                                   first_rows=_first_rows(predictor) if i == 0 else 0)
 
 
-def _prepare_chunks(plan: InputPlan, source: str | None, predictor: Any, settings: Any) -> Iterator[_Work]:
+def _first_rows(predictor: Any) -> int:
+    """Rows in the very first chunk: one inference batch, so the first scores are written
+    (and the progress bar moves) after one batch instead of a whole chunk, while the prefetch
+    thread reads and tokenizes the rest of the chunk."""
+    return int(getattr(predictor, "batch_size", 0) or 0)
+
+
+def _prepare_chunks(plan: InputPlan, source: str | None, predictor: Any, settings: Any, *,
+                    first_rows: int = 0) -> Iterator[_Work]:
     """Read, clean and tokenize; runs in the prefetch thread."""
     from finsight.data.clean import texts_to_score
     from finsight.predict.document import split_documents
 
     opts = settings.analyze
     columns = [plan.text, *plan.copied]
-    for chunk in iter_chunks(plan.path, format=plan.format, columns=columns, chunk_rows=chunk_rows(opts, predictor),
-                             encoding=opts.encoding or settings.data.encoding, encoding_option=ENCODING_OPTION):
+    chunks = iter_chunks(plan.path, format=plan.format, columns=columns, chunk_rows=chunk_rows(opts, predictor),
+                         encoding=opts.encoding or settings.data.encoding, encoding_option=ENCODING_OPTION)
+    for chunk in _split_first(chunks, first_rows):
         texts, errors = texts_to_score(chunk[plan.text].tolist())
         valid = [t for t, e in zip(texts, errors) if e is None]
         prepared = split_documents(predictor, valid) if opts.mode == "document" else predictor.encode(valid)
         yield _Work(chunk=chunk, plan=plan, source=source, errors=errors, prepared=prepared, mode=opts.mode)
+
+
+def _split_first(chunks: Iterator["pd.DataFrame"], rows: int) -> Iterator["pd.DataFrame"]:
+    """``chunks`` with the first one split after ``rows`` rows (0: unchanged)."""
+    for i, chunk in enumerate(chunks):
+        if i == 0 and 0 < rows < len(chunk):
+            yield chunk.iloc[:rows]
+            yield chunk.iloc[rows:]
+        else:
+            yield chunk
 
 
 def chunk_rows(opts: Any, predictor: Any) -> int:

@@ -131,8 +131,18 @@ class ExportSettings(Section):
     int8_min_agreement: float = Field(0.99, ge=0.0, le=1.0, description="int8 gate: label agreement")
     int8_max_f1_change: float = Field(0.01, ge=0.0, description="int8 gate: max |macro-F1 change|")
     int8_per_channel: bool = Field(True, description="int8: one weight scale per output channel")
+    int8_search: bool = Field(
+        True, description="int8: search candidates for the fastest graph passing the gates (else fp32); false: one fixed dynamic recipe")
+    int8_candidates: list[Literal["dynamic", "dynamic_sensitive", "dynamic_ffn_fp32", "static_minmax",
+                                  "static_percentile", "static_entropy"]] = Field(
+        ["dynamic", "dynamic_sensitive", "dynamic_ffn_fp32", "static_minmax", "static_percentile",
+         "static_entropy"], description="int8 search: candidate kinds, tried in this order")
+    int8_max_candidates: int = Field(10, ge=1, description="int8 search: stop after this many candidates")
+    int8_max_seconds: float = Field(600.0, gt=0, description="int8 search: stop starting candidates after this many seconds")
+    int8_calibration_rows: int = Field(
+        128, ge=1, description="int8 search: texts static candidates calibrate on (train split, else validation rows)")
     int8_keep_ffn_fp32: bool = Field(
-        True, description="int8: keep the MatMul after each GELU in fp32 (outliers); false is faster")
+        True, description="int8 fixed recipe (int8_search=false): keep the MatMul after each GELU in fp32")
     int8_reduce_range: bool | None = Field(
         None, description="int8: 7-bit weights; None: on when this CPU lacks VNNI (u8s8 saturation)")
     out: Path | None = Field(None, description="output dir; None means <model>/../export-<format>")

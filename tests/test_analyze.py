@@ -218,3 +218,38 @@ def test_memory_stays_flat_with_file_size(workspace, tmp_path):
     growth_mb = (peak[100_000] - peak[10_000]) / 1024
     assert growth_mb < 40, f"peak RSS grew {growth_mb:.0f} MB from 10k to 100k rows: {peak}"
     assert peak[100_000] < 1.2 * peak[10_000]
+
+
+def test_first_scores_are_written_after_one_batch_on_cpu(workspace, inputs, tmp_path):
+    """Start-up latency: the first chunk is one inference batch, and a CPU backend's chunk is
+    written as soon as it is scored, before the next chunk is submitted."""
+    from finsight.analyze import analyze_files
+    from finsight.config import load_settings
+    from finsight.predict import load_predictor
+
+    frame, files = inputs
+    settings = load_settings(flags={"analyze.out": tmp_path / "out.csv", "predict.batch_size": 16})
+    real = load_predictor(str(workspace / "export-onnx"), settings)
+    events: list[tuple[str, int]] = []
+
+    class Recording:  # the real predictor, with its calls recorded
+        name, device, source, batch_size = real.name, real.device, real.source, real.batch_size
+
+        def encode(self, texts):
+            return real.encode(texts)
+
+        def submit(self, encoded):
+            events.append(("submit", len(encoded)))
+            return real.submit(encoded)
+
+    analyze_files([files["csv"]], settings, predictor=Recording(),
+                  on_progress=lambda done, total: events.append(("written", done)))
+    first, rest = 16 - _blank(frame[:16]), len(frame) - 16 - _blank(frame[16:])  # blank rows are not scored
+    assert events[:3] == [("submit", first), ("written", 16), ("submit", rest)]
+    assert events[-1] == ("written", len(frame))
+    written = pd.read_csv(tmp_path / "out.csv")
+    assert len(written) == len(frame) and written["error"].notna().sum() == _blank(frame)
+
+
+def _blank(part: pd.DataFrame) -> int:
+    return int(part["text"].isna().sum() + (part["text"].fillna("x").str.strip() == "").sum())

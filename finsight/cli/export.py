@@ -92,7 +92,31 @@ def render(manifest: dict[str, Any], console: Console) -> None:
         gates.add_row(gate["name"], value, f"{gate['rule']} {gate['limit']:g}",
                       verdict + (f" ({gate['note']})" if gate.get("note") else ""), f"[dim]{gate['key']}[/]")
     console.print(gates)
+    search = (manifest.get("quantization") or {}).get("search")
+    if search:
+        render_search(search, console)
     console.print(f"wrote {manifest['path']} [dim](validated on {data['source']})[/]")
+
+
+def render_search(search: dict[str, Any], console: Console) -> None:
+    """The int8 candidates tried, each with its gate figures and speed, and the choice."""
+    table = Table(title=f"int8 search ({search['seconds']:.0f} s; fp32 graph "
+                        f"{search['fp32_texts_per_s']:,.0f} texts/s)", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("candidate", "fp32 nodes", "agreement", "F1 change", "texts/s", "vs fp32", "gates"):
+        table.add_column(column, overflow="fold", no_wrap=column == "candidate")
+    for c in search["candidates"]:
+        chosen = c["name"] == search.get("chosen")
+        if c.get("error"):
+            table.add_row(c["name"], "", "", "", "", "", f"[red]error: {c['error']}[/]")
+            continue
+        change = "n/a" if c["macro_f1_change"] is None else f"{c['macro_f1_change']:+.4f}"
+        verdict = "[green]pass[/]" if c["passed"] else "[red]fail[/]"
+        table.add_row(("[bold]* " if chosen else "") + c["name"] + ("[/]" if chosen else ""),
+                      str(len(c["fp32_nodes"])), f"{c['agreement']:.2%}", change,
+                      f"{c['texts_per_s']:,.0f}", f"{c['speedup_vs_fp32']:.2f}x", verdict)
+    console.print(table)
+    color = "green" if search.get("chosen") else "yellow"
+    console.print(f"[{color}]{search['reason']}[/] [dim]({search['stopped']})[/]")
 
 
 def _f1(output: dict[str, Any]) -> str:

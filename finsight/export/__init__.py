@@ -60,7 +60,8 @@ def export_model(
     check_writable(out)
     data = validation_set(source, settings)  # bad validation data fails before the export
     with atomic_dir(out) as tmp:
-        fields = exporter.build(source, tmp, cfg, step=step)
+        fields = exporter.build(source, tmp, cfg, step=step, data=data, settings=settings)
+        precision = fields.pop("precision", precision)  # int8 search found nothing: fp32
         source.tokenizer.save_pretrained(tmp)
         source.model.config.save_pretrained(tmp)
         step(f"validating against PyTorch on {len(data.texts)} rows ({data.kind})")

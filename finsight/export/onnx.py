@@ -1,9 +1,10 @@
-"""ONNX: torch.onnx export, ONNX Runtime transformer fusion, fp16 conversion, dynamic int8."""
+"""ONNX: torch.onnx export, ONNX Runtime transformer fusion, fp16 conversion, int8 (searched)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -29,8 +30,14 @@ class OnnxExporter:
                               "export.quantize); pick one")
         return "int8" if cfg.quantize == "int8" else "fp16" if cfg.fp16 else "fp32"
 
-    def build(self, source: Source, out_dir: Path, cfg, *, step: Callable[[str], None]) -> dict[str, Any]:
-        """Write ``out_dir/model.onnx``; return the manifest fields this format adds."""
+    def build(self, source: Source, out_dir: Path, cfg, *, step: Callable[[str], None],
+              data=None, settings=None) -> dict[str, Any]:
+        """Write ``out_dir/model.onnx``; return the manifest fields this format adds.
+
+        int8 with ``export.int8_search`` tries candidates against ``data`` (the validation
+        set) and keeps the fastest that passes; if none does, the fp32 graph is written and
+        the fields say ``precision: fp32`` and why.
+        """
         precision = self.precision(cfg)
         with tempfile.TemporaryDirectory(prefix="finsight-onnx-") as scratch:
             raw = Path(scratch) / "raw.onnx"
@@ -55,8 +62,22 @@ class OnnxExporter:
                 return fields
             fp32 = Path(scratch) / "fp32.onnx"
             graph.save_model_to_file(str(fp32))
-            step("quantizing weights to int8 (dynamic)")
-            fields["quantization"] = _quantize(fp32, target, cfg)
+            if not cfg.int8_search or data is None:
+                step("quantizing weights to int8 (dynamic)")
+                fields["quantization"] = _quantize(fp32, target, cfg)
+                return fields
+            from finsight.export import quantize
+
+            calibration = quantize.calibration_texts(source, data, settings, cfg.int8_calibration_rows)
+            found = quantize.search(fp32, Path(scratch), source, data, calibration, cfg, step=step)
+            fields["quantization"] = found.fields
+            if found.chosen is None:
+                step(found.fields["search"]["reason"])
+                shutil.copyfile(fp32, target)
+                fields["precision"] = "fp32"
+            else:
+                step(f"int8: {found.fields['search']['reason']}")
+                shutil.copyfile(found.chosen, target)  # the very file the search validated
             return fields
 
     def runner(self, model_file: Path, precision: str) -> tuple[Callable[[dict], np.ndarray], str]:
@@ -170,28 +191,16 @@ def _optimize(path: Path, config) -> tuple[Any, dict[str, int]]:
 
 
 def _quantize(fp32: Path, target: Path, cfg) -> dict[str, Any]:
-    """Dynamic int8: int8 weights, activations quantized per batch at run time.
-
-    Without VNNI, x86 int8 kernels multiply u8 activations by s8 weights in 16 bits and can
-    saturate; 7-bit weights (reduce_range) avoid it at a little precision.
-    """
+    """The fixed recipe (``export.int8_search=false``): dynamic int8, int8 weights,
+    activations quantized per batch at run time."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from finsight.export.validate import cpu_features
+    from finsight.export.quantize import dynamic_options, quantize_dynamic
 
-    vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu_features()))
-    reduce_range = (not vnni) if cfg.int8_reduce_range is None else cfg.int8_reduce_range
+    base = dynamic_options(cfg)
     keep = ffn_output_matmuls(onnx.load(str(fp32)).graph) if cfg.int8_keep_ffn_fp32 else []
-    with _quiet():
-        # ONNX shape inference cannot type the outputs of fused contrib ops (Attention,
-        # EmbedLayerNormalization); everything in this graph is float32 at this point.
-        quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8,
-                         per_channel=cfg.int8_per_channel, reduce_range=reduce_range,
-                         nodes_to_exclude=keep,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    return {"method": "dynamic", "weight_type": "int8", "per_channel": cfg.int8_per_channel,
-            "reduce_range": reduce_range, "vnni": vnni, "fp32_nodes": keep}
+    quantize_dynamic(fp32, target, base, exclude=keep)
+    return {"method": "dynamic", "weight_type": "int8", **base, "fp32_nodes": keep}
 
 
 def ffn_output_matmuls(graph) -> list[str]:

@@ -23,7 +23,8 @@ class TorchScriptExporter:
                               "TorchScript with --quantize none and without --fp16")
         return "fp32"
 
-    def build(self, source: Source, out_dir: Path, cfg, *, step: Callable[[str], None]) -> dict[str, Any]:
+    def build(self, source: Source, out_dir: Path, cfg, *, step: Callable[[str], None],
+              **_: Any) -> dict[str, Any]:
         import torch
 
         step("tracing the model with TorchScript")
