@@ -191,6 +191,9 @@ class TritonSettings(Section):
         60.0, gt=0, description="how long a started tritonserver may take to be ready")
     max_abs_diff: float = Field(
         1e-4, ge=0.0, description="triton check: max |probability diff| against the local ONNX predictor")
+    max_abs_diff_int8: float = Field(
+        1e-2, ge=0.0, description="triton check on an int8 export: max |probability diff| (int8 quantizes "
+        "activations per batch, so the server's batching moves probabilities a little)")
 
 
 class PredictSettings(Section):

@@ -130,9 +130,10 @@ SUBSTITUTE = (
     (r"^DATA/", "finsight-work/data/headlines/"),
     (r"^MODEL$", "finsight-work/runs/tiny/model"),
     (r"^export-onnx$", "finsight-work/runs/tiny/export-onnx"),
+    (r"^finsight-work/runs/demo/", "finsight-work/runs/tiny/"),
 )
 # Commands that produce what later ones use run first; README order within a command.
-STAGES = ("config", "prep", "train", "export", "evaluate", "analyze", "register", "models", "triton")
+STAGES = ("config", "prep", "train", "export", "evaluate", "register", "models", "analyze", "triton")
 
 
 def readme_examples() -> list[tuple[str, list[str]]]:

@@ -43,8 +43,18 @@ def show(
     # is never broken (a table squeezes four columns and folds keys mid-word).
     for name in keys:
         style = _SOURCE_STYLE[sources[name]]
-        out.print(f"[bold]{escape(name)}[/] = {escape(repr(_value(values, name)))}  "
-                  f"[{style}]({sources[name]})[/]", soft_wrap=False, overflow="fold")
+        # Wrapped here, not by rich (whose folding leaves trailing spaces); the key stays whole.
+        width = max(out.width, 40)
+        plain = textwrap.wrap(f"{name} = {_value(values, name)!r}", width=width, subsequent_indent="  ",
+                              break_on_hyphens=False)
+        lines = [f"[bold]{escape(name)}[/]{escape(plain[0][len(name):])}", *map(escape, plain[1:])]
+        source = f"({sources[name]})"
+        if len(plain[-1]) + 2 + len(source) <= width:
+            lines[-1] += f"  [{style}]{source}[/]"
+        else:
+            lines.append(f"  [{style}]{source}[/]")
+        for line in lines:
+            out.print(line, soft_wrap=True)
         for line in textwrap.wrap(field_info(name).description or "", width=max(out.width, 40) - 4,
                                   break_long_words=False, break_on_hyphens=False):
             out.print(f"    [dim]{escape(line)}[/]")

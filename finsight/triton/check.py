@@ -77,7 +77,8 @@ def _report(manifest, settings, server_url, started, texts, reference, results, 
             batch_s, truncated) -> dict[str, Any]:
     from finsight.predict.scores import label_ids
 
-    limit = float(settings.triton.max_abs_diff)
+    int8 = manifest.get("source_precision") == "int8"
+    limit = float(settings.triton.max_abs_diff_int8 if int8 else settings.triton.max_abs_diff)
     ref_labels = label_ids(reference)
     by_batch = {}
     for size, probs in results.items():
@@ -94,6 +95,7 @@ def _report(manifest, settings, server_url, started, texts, reference, results, 
         "server": server_url, "protocol": settings.triton.protocol, "started_server": started,
         "rows": len(texts), "truncated_rows": truncated, "by_batch_size": by_batch,
         "max_abs_diff": max_diff, "max_abs_diff_limit": limit,
+        "max_abs_diff_key": "triton.max_abs_diff_int8" if int8 else "triton.max_abs_diff",
         "agreement": 1.0 - disagreements / len(texts), "disagreements": disagreements,
         "worst_text": texts[worst["worst_row"]],
         "latency_ms": {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
@@ -106,7 +108,7 @@ def failure_message(report: dict[str, Any]) -> str:
     problems = []
     if report["max_abs_diff"] > report["max_abs_diff_limit"]:
         problems.append(f"max |probability diff| {report['max_abs_diff']:.2e} > "
-                        f"{report['max_abs_diff_limit']:g} (triton.max_abs_diff)")
+                        f"{report['max_abs_diff_limit']:g} ({report['max_abs_diff_key']})")
     if report["disagreements"]:
         problems.append(f"{report['disagreements']} of {report['rows']} labels differ")
     return (f"Triton repository {report['repository']} does not match the local ONNX predictor: "
