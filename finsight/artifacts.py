@@ -47,3 +47,30 @@ def directory_sha256(directory: str | Path) -> str:
     for name, sha in file_hashes(directory).items():
         digest.update(f"{name}\0{sha}\n".encode())
     return digest.hexdigest()
+
+
+def check_output_dir(out: Path, *, kind: str, what: str, flag: str) -> None:
+    """Refuse to write into ``out`` unless it is missing, empty, or a ``kind`` artifact finsight
+    wrote before (which a rebuild replaces)."""
+    from finsight.errors import ConfigError
+
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"{what} {out} is a file; pass a directory to {flag}")
+    manifest = read_manifest(out) or {}
+    if any(out.iterdir()) and manifest.get("kind") != kind:
+        raise ConfigError(f"{what} {out} exists and was not written by finsight; pass another "
+                          f"{flag} or remove it")
+
+
+def remove_stale(out: Path, manifest: dict[str, Any], *, keep_dirs: Any = lambda path: False) -> None:
+    """Rebuilding over an old artifact: drop the files (and emptied dirs) the new one did not
+    write, except directories ``keep_dirs`` says to keep."""
+    keep = set(manifest["files"]) | {MANIFEST}
+    for path in sorted(out.rglob("*"), reverse=True):
+        name = str(path.relative_to(out))
+        if path.is_file() and name not in keep:
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()) and not keep_dirs(path):
+            path.rmdir()

@@ -195,7 +195,7 @@ def test_bad_options_fail_before_any_work(cli, run_dir, tmp_path):
     result = cli("export", run_dir / "model", "--fp16", "--quantize", "int8")
     assert result.exit_code == 1 and "exclude each other" in result.stderr
     result = cli("export", run_dir / "model", "--out", run_dir / "model")
-    assert result.exit_code == 1 and "not a finsight export dir" in result.stderr
+    assert result.exit_code == 1 and "exists and was not written by finsight" in result.stderr
     result = cli("export", tmp_path / "nope")
     assert result.exit_code == 1 and "nope" in result.stderr
     result = cli("export", run_dir / "model", "--validate-data", tmp_path / "missing.csv")

@@ -275,7 +275,7 @@ def test_a_non_finsight_repository_is_refused(cli, served, tmp_path):
     assert result.exit_code == 1 and "finsight triton build" in result.stderr
     (tmp_path / "repo" / "other.txt").write_text("x")
     result = cli("triton", "build", served["export"], "--repo", tmp_path / "repo")
-    assert result.exit_code == 1 and "was not written by finsight triton build" in result.stderr
+    assert result.exit_code == 1 and "was not written by finsight" in result.stderr
     assert not (tmp_path / "repo" / "finsight").exists()
 
 

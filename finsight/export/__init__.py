@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from finsight.artifacts import MANIFEST, file_hashes, read_manifest, write_manifest
-from finsight.errors import ConfigError, ExportValidationError, ModelError
+from finsight.artifacts import MANIFEST, check_output_dir, file_hashes, read_manifest, remove_stale, write_manifest
+from finsight.errors import ExportValidationError, ModelError
 from finsight.export.onnx import OnnxExporter
 from finsight.export.torchscript import TorchScriptExporter
 from finsight.model import formats
@@ -51,12 +51,12 @@ def export_model(
     step = on_step or (lambda message: None)
     started = time.perf_counter()
     if cfg.out is not None:
-        _check_target(Path(cfg.out))
+        check_output_dir(Path(cfg.out), kind="export", what="export output", flag="--out (export.out)")
         check_writable(cfg.out)  # before minutes of loading and exporting
     step(f"loading {model}")
     source = load_source(model, settings)
     out = Path(cfg.out) if cfg.out is not None else default_out_dir(source, settings, cfg.format, precision)
-    _check_target(out)
+    check_output_dir(out, kind="export", what="export output", flag="--out (export.out)")
     check_writable(out)
     data = validation_set(source, settings)  # bad validation data fails before the export
     with atomic_dir(out) as tmp:
@@ -69,7 +69,7 @@ def export_model(
         report = compare(source, run, data, precision=precision, provider=provider, cfg=cfg)
         write_manifest(tmp, _manifest(source, exporter, precision, fields, report, tmp, started))
     manifest = read_manifest(out) | {"path": str(out.resolve())}
-    _remove_stale(out, manifest)
+    remove_stale(out, manifest)
     if on_report is not None:
         on_report(manifest)
     if not report["passed"]:
@@ -128,23 +128,3 @@ def _manifest(source, exporter, precision: str, fields: dict[str, Any], report: 
     }
 
 
-def _check_target(out: Path) -> None:
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ConfigError(f"export output {out} is a file; pass a directory to --out (export.out)")
-    manifest = read_manifest(out) or {}
-    if any(out.iterdir()) and manifest.get("kind") != "export":
-        raise ConfigError(f"export output {out} exists and is not a finsight export dir; pass "
-                          "another --out (export.out) or remove it")
-
-
-def _remove_stale(out: Path, manifest: dict[str, Any]) -> None:
-    """Re-exporting into an old export dir: drop files the new export did not write."""
-    keep = set(manifest["files"]) | {MANIFEST}
-    for path in sorted(out.rglob("*"), reverse=True):
-        name = str(path.relative_to(out))
-        if path.is_file() and name not in keep:
-            path.unlink()
-        elif path.is_dir() and not any(path.iterdir()):
-            path.rmdir()

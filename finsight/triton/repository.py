@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from finsight.artifacts import MANIFEST, file_hashes, read_manifest, write_manifest
+from finsight.artifacts import MANIFEST, check_output_dir, file_hashes, read_manifest, remove_stale, write_manifest
 from finsight.errors import BackendError, ConfigError, ModelError
 from finsight.labels import LABELS
 from finsight.model.ref import Artifact, find_export, resolve_artifact
@@ -51,7 +51,7 @@ def build_repository(ref: str, settings: Any, *,
     export = onnx_export(ref, settings)
     name = cfg.model_name
     out = default_repository(settings)
-    _check_target(out)
+    check_output_dir(out, kind=REPOSITORY_KIND, what="triton repository", flag="--repo (triton.repository)")
     inputs = [i["name"] for i in export.manifest.get("inputs", [])] or list(INPUT_NAMES)
     max_length = export.max_length(settings.model.max_length)
     configs = model_configs(name, cfg, inputs=inputs, max_length=max_length,
@@ -79,7 +79,8 @@ def build_repository(ref: str, settings: Any, *,
             "files": file_hashes(tmp),
         }
         write_manifest(tmp, manifest)
-    _remove_stale(out, manifest)
+    # the ensemble's version directory is empty on purpose
+    remove_stale(out, manifest, keep_dirs=lambda p: p.name == "1" and (p.parent / "config.pbtxt").is_file())
     return read_manifest(out) | {"path": str(out.resolve())}
 
 
@@ -295,31 +296,6 @@ def perf_inputs() -> str:
 
     data = [{"TEXT": {"content": [text], "shape": [1]}} for text in SAMPLE_SENTENCES]
     return json.dumps({"data": data}, indent=1, ensure_ascii=False) + "\n"
-
-
-def _check_target(out: Path) -> None:
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise ConfigError(f"triton repository {out} is a file; pass a directory to --repo (triton.repository)")
-    manifest = read_manifest(out) or {}
-    if any(out.iterdir()) and manifest.get("kind") != REPOSITORY_KIND:
-        raise ConfigError(f"triton repository {out} exists and was not written by finsight triton "
-                          "build; pass another --repo (triton.repository) or remove it")
-
-
-def _remove_stale(out: Path, manifest: dict[str, Any]) -> None:
-    """Rebuilding over an old repository: drop files (and models) this build did not write,
-    so tritonserver loads only these four models."""
-    keep = set(manifest["files"]) | {MANIFEST}
-    for path in sorted(out.rglob("*"), reverse=True):
-        name = str(path.relative_to(out))
-        if path.is_file() and name not in keep:
-            path.unlink()
-        elif path.is_dir() and not any(path.iterdir()):
-            if path.name == "1" and (path.parent / "config.pbtxt").is_file():
-                continue  # the ensemble's (empty) version directory
-            path.rmdir()
 
 
 def readme(name: str, cfg: Any, export: Artifact, max_length: int) -> str:
