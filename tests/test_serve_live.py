@@ -23,7 +23,7 @@ from serve_helpers import LiveServer, metric  # noqa: E402
 CHROMIUM = Path("/usr/bin/chromium")
 # .ci/run installs chromium and sets this, so the browser test can never skip in CI.
 REQUIRE_BROWSER = os.environ.get("CI", "").lower() == "true"  # CI runs .ci/run with CI=true
-ARTIFACTS = Path(os.environ.get("FINSIGHT_TEST_ARTIFACTS", REPO_ROOT / "test-artifacts"))
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO_ROOT / "test-artifacts"))
 
 
 @pytest.fixture(scope="module")
