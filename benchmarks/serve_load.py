@@ -36,9 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("BENCH_DATA_DIR", REPO.parent / "shared" / "data"))
-PHRASEBANK = SHARED / "financial_phrasebank" / "Sentences_50Agree.txt"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from analyze_speed import phrasebank  # noqa: E402  (PhraseBank from ../shared/data or $BENCH_DATA_DIR)
 
 NAIVE_APP = '''
 import os
@@ -53,14 +52,6 @@ def predict(data: dict) -> dict:
 
 app = Litestar([predict])
 '''
-
-
-def phrasebank(n: int) -> list[str]:
-    if not PHRASEBANK.is_file():
-        sys.exit(f"Financial PhraseBank not found at {PHRASEBANK}")
-    lines = [ln.rstrip("\r\n").rpartition("@")[0] for ln in PHRASEBANK.read_text("latin-1").splitlines()]
-    lines = [ln for ln in lines if ln.strip()]
-    return (lines * (n // len(lines) + 1))[:n]
 
 
 def load_average() -> float:
