@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,7 +11,7 @@ import numpy as np
 from finsight.artifacts import directory_sha256
 from finsight.errors import ModelError
 from finsight.model.ref import resolve_artifact
-from finsight.model.tokenizer import INPUT_NAMES, Encoder, load_tokenizer
+from finsight.model.tokenizer import Encoder, load_tokenizer
 
 
 @dataclass
@@ -85,16 +84,10 @@ def load_source(ref: str | Path, settings) -> Source:
     model.eval()
     labels = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
     max_length = artifact.max_length(settings.model.max_length)
-    names = _input_names(model, tokenizer)
-    return Source(ref=str(ref), path=artifact.path, model=model, tokenizer=tokenizer,
-                  encoder=Encoder.from_transformers(tokenizer, max_length=max_length, input_names=names),
-                  labels=labels, max_length=max_length, input_names=names, manifest=artifact.manifest)
-
-
-def _input_names(model, tokenizer) -> list[str]:
-    accepted = inspect.signature(model.forward).parameters
-    wanted = set(tokenizer.model_input_names) | {"input_ids", "attention_mask"}
-    return [name for name in INPUT_NAMES if name in wanted and name in accepted]
+    encoder = Encoder.from_transformers(tokenizer, max_length=max_length).for_model(model)
+    return Source(ref=str(ref), path=artifact.path, model=model, tokenizer=tokenizer, encoder=encoder,
+                  labels=labels, max_length=max_length, input_names=list(encoder.input_names),
+                  manifest=artifact.manifest)
 
 
 def logits_module(model):

@@ -84,6 +84,16 @@ class Encoder:
                    pad_id=0 if pad is None else pad,
                    input_names=input_names or tokenizer.model_input_names)
 
+    def for_model(self, model: Any) -> "Encoder":
+        """This encoder limited to the inputs ``model.forward`` takes: the tokenizer's own
+        (input_ids and attention_mask always), in :data:`INPUT_NAMES` order."""
+        import inspect
+
+        accepted = inspect.signature(model.forward).parameters
+        wanted = set(self.input_names) | {"input_ids", "attention_mask"}
+        names = [name for name in INPUT_NAMES if name in wanted and name in accepted]
+        return Encoder(self._tokenizer, max_length=self.max_length, pad_id=self.pad_id, input_names=names)
+
     # ------------------------------------------------------------ encoding
 
     def encode(self, texts: Sequence[str]) -> Encoded:

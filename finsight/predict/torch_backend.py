@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
@@ -10,7 +9,7 @@ import numpy as np
 from finsight.errors import BackendError, ModelError
 from finsight.labels import canonical_order
 from finsight.model.ref import Artifact
-from finsight.model.tokenizer import INPUT_NAMES, Encoder, load_tokenizer
+from finsight.model.tokenizer import Encoder, load_tokenizer
 from finsight.predict.base import EncoderPredictor, cpu_threads
 
 
@@ -76,8 +75,7 @@ class TorchPredictor(EncoderPredictor):
             raise ModelError(f"cannot load model {artifact.location}: {exc}".splitlines()[0]) from None
         self.model = model.to(self.device).eval()
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        accepted = inspect.signature(model.forward).parameters
-        encoder = encoder_for(artifact, settings, input_names=[n for n in INPUT_NAMES if n in accepted])
+        encoder = encoder_for(artifact, settings).for_model(model)
         super().__init__(encoder=encoder, order=canonical_order(names, source=artifact.location),
                          batch_size=default_batch_size(opts, self.device), source=artifact.location)
         self._pin = self.device.startswith("cuda")
