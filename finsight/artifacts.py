@@ -74,3 +74,11 @@ def remove_stale(out: Path, manifest: dict[str, Any], *, keep_dirs: Any = lambda
             path.unlink()
         elif path.is_dir() and not any(path.iterdir()) and not keep_dirs(path):
             path.rmdir()
+
+
+def failed_gates(report: dict[str, Any]) -> list[str]:
+    """One phrase per failed gate of a validation report (a manifest's ``validation``),
+    e.g. ``agreement 0.962 < 0.99 (export.int8_min_agreement)``."""
+    opposite = {"<=": ">", ">=": "<"}
+    return [f"{g['name'].replace('_', ' ')} {g['value']:.4g} {opposite[g['rule']]} {g['limit']:.4g} "
+            f"({g['key']})" for g in report["gates"] if g["passed"] is False]

@@ -214,7 +214,7 @@ class _Recorded:
 
 
 def test_validation_data_sources(tmp_path, headlines):
-    from finsight.export.samples import SAMPLE_SENTENCES
+    from finsight.samples import SAMPLE_SENTENCES
     from finsight.export.validate import validation_set
 
     settings = load_settings(flags={"export.validate_max_rows": 50})

@@ -322,7 +322,7 @@ def test_layer_depths_and_length_grouping():
 
 def test_metrics_match_sklearn():
     sklearn = pytest.importorskip("sklearn.metrics")
-    from finsight.train.metrics import classification_report, mean_log_loss
+    from finsight.metrics import classification_report, mean_log_loss
 
     rng = np.random.default_rng(0)
     y_true, y_pred = rng.integers(0, 3, 200), rng.integers(0, 3, 200)

@@ -20,7 +20,7 @@ from predict_helpers import make_onnx_export
 
 from finsight.config import load_settings
 from finsight.errors import BackendError, ConfigError
-from finsight.export.samples import SAMPLE_SENTENCES
+from finsight.samples import SAMPLE_SENTENCES
 from finsight.labels import LABELS
 from finsight.triton.repository import model_configs, parse_config, shipped_modules
 from finsight.triton.server import TritonServer, failure_reason, free_port, server_ready

@@ -42,7 +42,8 @@ def export_model(
     fail; a failed gate then raises ExportValidationError naming the gate and the artifact.
     """
     from finsight.export.source import load_source
-    from finsight.export.validate import compare, failed_gates, validation_set
+    from finsight.artifacts import failed_gates
+    from finsight.export.validate import compare, validation_set
     from finsight.io import atomic_dir, check_writable
 
     cfg = settings.export
@@ -95,7 +96,7 @@ def check_valid(manifest: dict[str, Any], *, force: bool = False, where: str | P
     """For loaders: refuse an export whose validation failed, unless ``force``."""
     if manifest.get("kind") != "export" or manifest.get("valid") or force:
         return
-    from finsight.export.validate import failed_gates
+    from finsight.artifacts import failed_gates
 
     report = manifest.get("validation") or {}
     reason = "; ".join(failed_gates(report)) if report.get("gates") else "no validation report"

@@ -79,7 +79,8 @@ class CachedReference:
 def search(fp32: Path, scratch: Path, source: Source, data, calibration: Sequence[str], cfg, *,
            step: Callable[[str], None]) -> SearchResult:
     """Try candidates on ``fp32`` (the optimised float graph); the fastest that passes wins."""
-    from finsight.export.validate import compare, failed_gates
+    from finsight.artifacts import failed_gates
+    from finsight.export.validate import compare
 
     started = time.perf_counter()
     reference = CachedReference(source)

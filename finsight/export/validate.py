@@ -43,7 +43,7 @@ def validation_set(source: Source, settings) -> ValidationSet:
     elif (split := _recorded_split(source)) is not None:
         chosen = _read_file(split, settings, kind="validation split")
     else:
-        from finsight.export.samples import SAMPLE_SENTENCES
+        from finsight.samples import SAMPLE_SENTENCES
 
         chosen = ValidationSet(list(SAMPLE_SENTENCES), None, "finsight bundled sample sentences", "samples")
     return _subsample(chosen, cfg.validate_max_rows)
@@ -125,7 +125,7 @@ def _figures(ref: np.ndarray, exp: np.ndarray) -> dict[str, Any]:
 
 def _f1(ref: np.ndarray, exp: np.ndarray, labels: list[str] | None, model_labels: list[str]) -> dict:
     from finsight.labels import LABEL2ID, LABELS, canonical_order, checkpoint_labels
-    from finsight.train.metrics import macro_f1
+    from finsight.metrics import macro_f1
 
     none = {"macro_f1_reference": None, "macro_f1_export": None, "macro_f1_change": None}
     if labels is None or checkpoint_labels(model_labels) is None:
@@ -173,13 +173,6 @@ def apply_gates(precision: str, output: dict[str, Any], cfg) -> list[dict[str, A
                       "passed": passed, **({"note": "no labels in the validation data"}
                                            if value is None else {})})
     return gates
-
-
-def failed_gates(report: dict[str, Any]) -> list[str]:
-    """One phrase per failed gate, e.g. ``agreement 0.962 < 0.99 (export.int8_min_agreement)``."""
-    opposite = {"<=": ">", ">=": "<"}
-    return [f"{g['name'].replace('_', ' ')} {g['value']:.4g} {opposite[g['rule']]} {g['limit']:.4g} "
-            f"({g['key']})" for g in report["gates"] if g["passed"] is False]
 
 
 # ---------------------------------------------------------------- environment

@@ -76,7 +76,7 @@ def check_artifact(artifact: Artifact) -> None:
     """Refuse what must not be deployed: a failed export, changed files, labels finsight cannot map."""
     where = artifact.path
     if artifact.is_export and not artifact.manifest.get("valid", False):
-        from finsight.export.validate import failed_gates
+        from finsight.artifacts import failed_gates
 
         report = artifact.manifest.get("validation") or {}
         reason = "; ".join(failed_gates(report)) if report.get("gates") else "no validation report"
@@ -250,7 +250,7 @@ def verify_stored(model_uri: str, artifact: Artifact, settings) -> None:
 
 
 def _samples() -> tuple[str, ...]:
-    from finsight.export.samples import SAMPLE_SENTENCES
+    from finsight.samples import SAMPLE_SENTENCES
 
     return SAMPLE_SENTENCES[:16]
 

@@ -106,7 +106,7 @@ class Service:
         return ModelRef(name=self.info.name, version=self.info.version)
 
     async def warm_up(self) -> None:
-        from finsight.export.samples import SAMPLE_SENTENCES
+        from finsight.samples import SAMPLE_SENTENCES
 
         n = self.settings.serve.warmup_texts
         if n:

@@ -35,7 +35,7 @@ def evaluate(model_ref: str | Path, data: str | Path | None, settings, *, split:
 
     from finsight.io import check_writable
     from finsight.predict import load_predictor
-    from finsight.train.metrics import classification_report, mean_log_loss
+    from finsight.metrics import classification_report, mean_log_loss
 
     if out is not None:
         check_writable(out)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
-from finsight.train.metrics import accuracy, macro_f1
+from finsight.metrics import accuracy, macro_f1
 
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
 UNFREEZE_STEPS_PER_EPOCH = 3  # FinBERT: the next layer thaws after a third of an epoch

@@ -24,7 +24,7 @@ def check_repository(repo: str, settings: Any, *, url: str | None = None,
                      texts: Sequence[str] | None = None,
                      on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """The comparison report; ``report["passed"]`` says whether the repository serves correctly."""
-    from finsight.export.samples import SAMPLE_SENTENCES
+    from finsight.samples import SAMPLE_SENTENCES
     from finsight.model.ref import resolve_artifact
     from finsight.predict import load_predictor
     from finsight.predict.triton_backend import TritonPredictor

@@ -292,7 +292,7 @@ def shipped_modules(model: str = "tokenizer") -> dict[str, Path]:
 
 def perf_inputs() -> str:
     """``perf_analyzer --input-data`` JSON: real sentences, one per request row."""
-    from finsight.export.samples import SAMPLE_SENTENCES
+    from finsight.samples import SAMPLE_SENTENCES
 
     data = [{"TEXT": {"content": [text], "shape": [1]}} for text in SAMPLE_SENTENCES]
     return json.dumps({"data": data}, indent=1, ensure_ascii=False) + "\n"
