@@ -102,6 +102,30 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def read_json(path: str | os.PathLike, *, strict: bool = True) -> dict[str, Any]:
+    """A JSON object file; ``{}`` when it does not exist.
+
+    Invalid JSON (or JSON that is not an object) raises DataError naming the file; with
+    ``strict=False`` it reads as ``{}``: for caches and files found by a search, which are
+    rewritten or skipped rather than repaired by hand.
+    """
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        if not strict:
+            return {}
+        raise DataError(f"{path} is not a readable JSON file ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}); fix or delete it") from None
+    if isinstance(payload, dict):
+        return payload
+    if not strict:
+        return {}
+    raise DataError(f"{path} holds JSON {type(payload).__name__}, not an object; fix or delete it")
+
+
 def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
 
