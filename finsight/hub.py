@@ -7,7 +7,6 @@ fails at once with the same hint everywhere, instead of after half a minute of r
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from typing import Any
@@ -83,16 +82,3 @@ def check_available(ref: str, revision: str | None = None) -> None:
     if not isinstance(cached, str):
         raise load_error(ref, FileNotFoundError(f"{ref}/config.json is not in the local cache"))
 
-
-@contextlib.contextmanager
-def no_progress_bars():
-    """transformers' "Loading weights" bar would land on stderr next to finsight's own output."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()

@@ -63,6 +63,7 @@ def load_source(ref: str | Path, settings) -> Source:
     from transformers import AutoModelForSequenceClassification
 
     from finsight import hub
+    from finsight.quiet import quiet
 
     artifact = resolve_artifact(str(ref), settings)
     if artifact.is_export:
@@ -72,7 +73,7 @@ def load_source(ref: str | Path, settings) -> Source:
     tokenizer = load_tokenizer(artifact.location, None if local else settings.model.revision)
     kwargs = {} if local else hub.pretrained_kwargs(settings.model.revision)
     try:
-        with hub.no_progress_bars():
+        with quiet(progress_bars=True):
             model = AutoModelForSequenceClassification.from_pretrained(
                 artifact.location, dtype=torch.float32, **kwargs)
     except (OSError, ValueError) as exc:

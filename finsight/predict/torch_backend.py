@@ -63,10 +63,11 @@ class TorchPredictor(EncoderPredictor):
         self.device = torch_runtime(opts)
         self.dtype = torch_dtype(opts.precision, self.device)
         from finsight import hub
+        from finsight.quiet import quiet
 
         kwargs = hub.pretrained_kwargs(settings.model.revision) if artifact.path is None else {}
         try:
-            with hub.no_progress_bars():
+            with quiet(progress_bars=True):
                 model = AutoModelForSequenceClassification.from_pretrained(
                     artifact.location, dtype=self.dtype, attn_implementation="sdpa", **kwargs)
         except (OSError, ValueError) as exc:

@@ -15,7 +15,8 @@ from finsight.errors import DataError
 from finsight.labels import LABEL2ID, LABELS
 from finsight.paths import default_path, safe_name
 from finsight.results import EvalResult
-from finsight.train.quiet import quiet
+from finsight.quiet import quiet
+from finsight.train import QUIET_LOGGERS, QUIET_WARNINGS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +42,8 @@ def evaluate(model_ref: str | Path, data: str | Path | None, settings, *, split:
         check_writable(out)
     frame, source = labeled_rows(data if data is not None else recorded_data_dir(model_ref),
                                  settings, split=split)
-    with quiet(verbose):
+    with quiet(*QUIET_LOGGERS, warnings_matching=QUIET_WARNINGS, progress_bars=True,
+               enabled=not verbose):
         predictor = load_predictor(str(model_ref), settings, backend=backend)
         started = time.perf_counter()
         probs = np.asarray(predictor.predict(frame["text"].tolist()), dtype=np.float32)

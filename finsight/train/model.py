@@ -94,6 +94,7 @@ def _load_hf(ref: str, model_settings, *, base_model: str, hub: bool = False) ->
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from finsight import hub as hf_hub
+    from finsight.quiet import quiet
 
     kwargs = hf_hub.pretrained_kwargs(model_settings.revision) if hub else {}
     try:
@@ -110,7 +111,7 @@ def _load_hf(ref: str, model_settings, *, base_model: str, hub: bool = False) ->
     config.id2label = dict(enumerate(labels))
     config.label2id = {name: i for i, name in enumerate(labels)}
     try:
-        with hf_hub.no_progress_bars():
+        with quiet(progress_bars=True):
             model = AutoModelForSequenceClassification.from_pretrained(
                 ref, config=config, dtype=torch.float32, **kwargs)
     except (OSError, ValueError) as exc:

@@ -25,7 +25,8 @@ from finsight.artifacts import DATA_CARD
 from finsight.errors import ConfigError
 from finsight.paths import default_path, safe_name
 from finsight.results import TrainResult
-from finsight.train.quiet import quiet
+from finsight.quiet import quiet
+from finsight.train import QUIET_LOGGERS, QUIET_WARNINGS
 
 CHECKPOINTS = "checkpoints"
 LOCK_FILE = ".finsight.lock"
@@ -109,7 +110,8 @@ def fit(settings, *, data_dir: str | Path | None, resume: bool = False, progress
     paths = run_paths(settings, resume=resume)
     with run_lock(paths.out):
         paths = run_paths(settings, resume=resume)  # again: a run may have finished meanwhile
-        with quiet(verbose):
+        with quiet(*QUIET_LOGGERS, warnings_matching=QUIET_WARNINGS, progress_bars=True,
+                   enabled=not verbose):
             record = _Run(settings, paths, data_path, frames, resume=resume, progress=progress).execute()
     return TrainResult.from_record(record) if record is not None else None
 
@@ -213,9 +215,10 @@ class _Run:
             self._save_state(None)
             return None
         from finsight.config import settings_as_dict
+        from finsight.io import read_json
         from finsight.registry import tracking
 
-        previous = _read_json(self.paths.state).get("mlflow_run_id") if self.resume else None
+        previous = read_json(self.paths.state).get("mlflow_run_id") if self.resume else None
         logger = tracking.open_run(self.settings, run_name=self.paths.name, run_id=previous)
         params = tracking.flat_params(settings_as_dict(self.settings))
         params |= {"data.dir": str(self.data_path), "model.base": start.base_model, "model.head": start.head,
@@ -344,9 +347,3 @@ def _check_length(start, max_length: int) -> None:
     if limit is not None and max_length > limit:
         raise ModelError(f"model.max_length={max_length} exceeds the model's {limit} positions; "
                          f"set model.max_length <= {limit}")
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
