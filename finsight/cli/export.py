@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 import typer
 from rich import box
@@ -12,6 +12,8 @@ from rich.table import Table
 
 from finsight.cli._app import app, err, out, print_json, settings
 
+if TYPE_CHECKING:
+    from finsight.export.quantize import SearchSummary
 
 
 @app.command("export")
@@ -92,31 +94,33 @@ def render(manifest: dict[str, Any], console: Console) -> None:
         gates.add_row(gate["name"], value, f"{gate['rule']} {gate['limit']:g}",
                       verdict + (f" ({gate['note']})" if gate.get("note") else ""), f"[dim]{gate['key']}[/]")
     console.print(gates)
-    search = (manifest.get("quantization") or {}).get("search")
-    if search:
+    from finsight.export.quantize import SearchSummary
+
+    search = SearchSummary.from_manifest(manifest)
+    if search is not None:
         render_search(search, console)
     console.print(f"wrote {manifest['path']} [dim](validated on {data['source']})[/]")
 
 
-def render_search(search: dict[str, Any], console: Console) -> None:
+def render_search(search: SearchSummary, console: Console) -> None:
     """The int8 candidates tried, each with its gate figures and speed, and the choice."""
-    table = Table(title=f"int8 search ({search['seconds']:.0f} s; fp32 graph "
-                        f"{search['fp32_texts_per_s']:,.0f} texts/s)", title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(title=f"int8 search ({search.seconds:.0f} s; fp32 graph "
+                        f"{search.fp32_texts_per_s:,.0f} texts/s)", title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("candidate", "fp32 nodes", "agreement", "F1 change", "texts/s", "vs fp32", "gates"):
         table.add_column(column, overflow="fold", no_wrap=column == "candidate")
-    for c in search["candidates"]:
-        chosen = c["name"] == search.get("chosen")
-        if c.get("error"):
-            table.add_row(c["name"], "", "", "", "", "", f"[red]error: {c['error']}[/]")
+    for c in search.candidates:
+        chosen = c.name == search.chosen
+        if c.error:
+            table.add_row(c.name, "", "", "", "", "", f"[red]error: {c.error}[/]")
             continue
-        change = "n/a" if c["macro_f1_change"] is None else f"{c['macro_f1_change']:+.4f}"
-        verdict = "[green]pass[/]" if c["passed"] else "[red]fail[/]"
-        table.add_row(("[bold]* " if chosen else "") + c["name"] + ("[/]" if chosen else ""),
-                      str(len(c["fp32_nodes"])), f"{c['agreement']:.2%}", change,
-                      f"{c['texts_per_s']:,.0f}", f"{c['speedup_vs_fp32']:.2f}x", verdict)
+        change = "n/a" if c.macro_f1_change is None else f"{c.macro_f1_change:+.4f}"
+        verdict = "[green]pass[/]" if c.passed else "[red]fail[/]"
+        table.add_row(("[bold]* " if chosen else "") + c.name + ("[/]" if chosen else ""),
+                      str(len(c.fp32_nodes)), f"{c.agreement:.2%}", change,
+                      f"{c.texts_per_s:,.0f}", f"{c.speedup_vs_fp32:.2f}x", verdict)
     console.print(table)
-    color = "green" if search.get("chosen") else "yellow"
-    console.print(f"[{color}]{search['reason']}[/] [dim]({search['stopped']})[/]")
+    color = "green" if search.chosen else "yellow"
+    console.print(f"[{color}]{search.reason}[/] [dim]({search.stopped})[/]")
 
 
 def _f1(output: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from finsight.artifacts import MANIFEST, check_output_dir, file_hashes, read_manifest, remove_stale, write_manifest
 from finsight.errors import ExportValidationError, ModelError
@@ -22,6 +22,10 @@ from finsight.model.ref import REGISTRY_PREFIX
 from finsight.paths import default_path, safe_name
 from finsight.results import ExportResult
 
+if TYPE_CHECKING:
+    from finsight.config import Settings
+    from finsight.export.source import Source
+
 __all__ = ["EXPORTERS", "check_valid", "default_out_dir", "export_model"]
 
 # The one table of formats: each knows its precision rules, how to build its file and how
@@ -31,7 +35,7 @@ EXPORTERS = {"onnx": OnnxExporter, "torchscript": TorchScriptExporter}
 
 def export_model(
     model: str | Path,
-    settings,
+    settings: Settings,
     *,
     on_step: Callable[[str], None] | None = None,
     on_report: Callable[[dict[str, Any]], None] | None = None,
@@ -61,7 +65,7 @@ def export_model(
     check_writable(out)
     data = validation_set(source, settings)  # bad validation data fails before the export
     with atomic_dir(out) as tmp:
-        fields = exporter.build(source, tmp, cfg, step=step, data=data, settings=settings)
+        fields = exporter.build(source, tmp, cfg, step=step, data=data, data_settings=settings.data)
         precision = fields.pop("precision", precision)  # int8 search found nothing: fp32
         source.tokenizer.save_pretrained(tmp)
         source.model.config.save_pretrained(tmp)
@@ -81,7 +85,7 @@ def export_model(
     return ExportResult.from_manifest(manifest)
 
 
-def default_out_dir(source, settings, fmt: str, precision: str) -> Path:
+def default_out_dir(source: Source, settings: Settings, fmt: str, precision: str) -> Path:
     """``<model dir>/../export-<format>[-fp16|-int8]``; for a hub id or a ``models:/`` ref, under
     ``<workdir>/exports``."""
     suffix = "" if precision == "fp32" else f"-{precision}"

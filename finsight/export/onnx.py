@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from finsight.errors import ConfigError, ModelError
-from finsight.export.source import Source, logits_module
+from finsight.export import quantize
+from finsight.export.source import Source, logits_module, quiet_exporters
 from finsight.model.formats import FORMATS, OUTPUT
+
+if TYPE_CHECKING:
+    from finsight.config import DataSettings, ExportSettings
+    from finsight.export.validate import ValidationSet
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -24,18 +26,19 @@ class OnnxExporter:
     format = "onnx"
     model_file = FORMATS["onnx"].model_file
 
-    def precision(self, cfg) -> str:
+    def precision(self, cfg: ExportSettings) -> str:
         if cfg.fp16 and cfg.quantize == "int8":
             raise ConfigError("--fp16 and --quantize int8 exclude each other (export.fp16, "
                               "export.quantize); pick one")
         return "int8" if cfg.quantize == "int8" else "fp16" if cfg.fp16 else "fp32"
 
-    def build(self, source: Source, out_dir: Path, cfg, *, step: Callable[[str], None],
-              data=None, settings=None) -> dict[str, Any]:
+    def build(self, source: Source, out_dir: Path, cfg: ExportSettings, *, step: Callable[[str], None],
+              data: ValidationSet | None = None, data_settings: DataSettings | None = None) -> dict[str, Any]:
         """Write ``out_dir/model.onnx``; return the manifest fields this format adds.
 
         int8 with ``export.int8_search`` tries candidates against ``data`` (the validation
-        set) and keeps the fastest that passes; if none does, the fp32 graph is written and
+        set; static candidates calibrate on the run's train split, read as ``data_settings``
+        say) and keeps the fastest that passes; if none does, the fp32 graph is written and
         the fields say ``precision: fp32`` and why.
         """
         precision = self.precision(cfg)
@@ -62,23 +65,7 @@ class OnnxExporter:
                 return fields
             fp32 = Path(scratch) / "fp32.onnx"
             graph.save_model_to_file(str(fp32))
-            if not cfg.int8_search or data is None:
-                step("quantizing weights to int8 (dynamic)")
-                fields["quantization"] = _quantize(fp32, target, cfg)
-                return fields
-            from finsight.export import quantize
-
-            calibration = quantize.calibration_texts(source, data, settings, cfg.int8_calibration_rows)
-            found = quantize.search(fp32, Path(scratch), source, data, calibration, cfg, step=step)
-            fields["quantization"] = found.fields
-            if found.chosen is None:
-                step(found.fields["search"]["reason"])
-                shutil.copyfile(fp32, target)
-                fields["precision"] = "fp32"
-            else:
-                step(f"int8: {found.fields['search']['reason']}")
-                shutil.copyfile(found.chosen, target)  # the very file the search validated
-            return fields
+            return fields | _int8(source, fp32, target, cfg, step=step, data=data, data_settings=data_settings)
 
     def runner(self, model_file: Path, precision: str) -> tuple[Callable[[dict], np.ndarray], str]:
         """A function from a batch of int64 inputs to float32 logits, running the saved file."""
@@ -104,25 +91,25 @@ class OnnxExporter:
         return run, session.get_providers()[0]
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Silence the exporters' chatter: prints on stdout (which --json owns) and log warnings."""
-    import logging
+def _int8(source: Source, fp32: Path, target: Path, cfg: ExportSettings, *, step: Callable[[str], None],
+          data: ValidationSet | None, data_settings: DataSettings | None) -> dict[str, Any]:
+    """Quantize ``fp32`` into ``target``: searched when there is data to validate on, else the
+    fixed recipe. A search that finds nothing writes the fp32 graph and says so."""
+    if not cfg.int8_search or data is None:
+        step("quantizing weights to int8 (dynamic)")
+        return {"quantization": quantize.fixed_recipe(fp32, target, cfg)}
+    calibration = quantize.calibration_texts(source, data, data_settings, rows=cfg.int8_calibration_rows)
+    found = quantize.search(fp32, fp32.parent, source, data, calibration, cfg, step=step)
+    if found.chosen is None:
+        step(found.summary.reason)
+        shutil.copyfile(fp32, target)
+        return {"quantization": found.fields, "precision": "fp32"}
+    step(f"int8: {found.summary.reason}")
+    shutil.copyfile(found.chosen, target)  # the very file the search validated
+    return {"quantization": found.fields}
 
-    loggers = [logging.getLogger(name) for name in ("", "torch.onnx", "onnxscript", "onnx_ir")]
-    levels = [logger.level for logger in loggers]
-    try:
-        for logger in loggers:
-            logger.setLevel(logging.ERROR)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
-
-def _torch_export(source: Source, path: Path, cfg) -> None:
+def _torch_export(source: Source, path: Path, cfg: ExportSettings) -> None:
     """torch.onnx.export of the logits module with dynamic batch and sequence axes.
 
     Eager attention (on a copy; the reference keeps its own) gives the MatMul/Softmax
@@ -135,7 +122,7 @@ def _torch_export(source: Source, path: Path, cfg) -> None:
     module = logits_module(model)
     args = source.example_inputs()
     try:
-        with _quiet():
+        with quiet_exporters():
             _TORCH_EXPORTERS[cfg.onnx_exporter](module, args, path, source.input_names, cfg.opset)
     except Exception as exc:  # noqa: BLE001 - torch's exporters raise many types
         other = next(name for name in _TORCH_EXPORTERS if name != cfg.onnx_exporter)
@@ -182,43 +169,9 @@ def _optimize(path: Path, config) -> tuple[Any, dict[str, int]]:
 
     # num_heads and hidden_size from the config: 0 (auto-detect) guesses from the graph
     # and can guess wrong for small models.
-    with _quiet():
+    with quiet_exporters():
         graph = optimizer.optimize_model(str(path), model_type="bert",
                                          num_heads=int(config.num_attention_heads),
                                          hidden_size=int(config.hidden_size))
     fused = {name: int(n) for name, n in graph.get_fused_operator_statistics().items() if n}
     return graph, fused
-
-
-def _quantize(fp32: Path, target: Path, cfg) -> dict[str, Any]:
-    """The fixed recipe (``export.int8_search=false``): dynamic int8, int8 weights,
-    activations quantized per batch at run time."""
-    import onnx
-
-    from finsight.export.quantize import dynamic_options, quantize_dynamic
-
-    base = dynamic_options(cfg)
-    keep = ffn_output_matmuls(onnx.load(str(fp32)).graph) if cfg.int8_keep_ffn_fp32 else []
-    quantize_dynamic(fp32, target, base, exclude=keep)
-    return {"method": "dynamic", "weight_type": "int8", **base, "fp32_nodes": keep}
-
-
-def ffn_output_matmuls(graph) -> list[str]:
-    """The MatMul after each feed-forward GELU.
-
-    GELU outputs carry a few large outliers per token; one per-tensor activation scale for
-    them costs most of int8's accuracy loss in BERT (on a fine-tuned MiniLM, label agreement
-    98.9% with these quantized, 99.5% with them in fp32, at about 2/3 of the int8 speed-up).
-    """
-    producer = {out: node for node in graph.node for out in node.output}
-
-    def after_gelu(name: str, depth: int = 0) -> bool:
-        node = producer.get(name)
-        if node is None or depth > 3:
-            return False
-        if node.op_type in ("Gelu", "BiasGelu", "FastGelu", "Erf"):
-            return True
-        # Unfused GELU is x * 0.5 * (1 + erf(x / sqrt 2)): look a few Mul/Add steps back.
-        return node.op_type in ("Mul", "Add") and any(after_gelu(i, depth + 1) for i in node.input)
-
-    return [node.name for node in graph.node if node.op_type == "MatMul" and after_gelu(node.input[0])]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -12,6 +12,21 @@ from finsight.artifacts import directory_sha256
 from finsight.errors import ModelError
 from finsight.model.ref import resolve_artifact
 from finsight.model.tokenizer import Encoder, load_tokenizer
+from finsight.quiet import quiet
+
+if TYPE_CHECKING:
+    import contextlib
+
+    from finsight.config import Settings
+
+# Where torch's exporters and ONNX Runtime's optimizer and quantizers talk (the root logger
+# included: the quantizers log there).
+EXPORTER_LOGGERS = ("", "torch.onnx", "onnxscript", "onnx_ir")
+
+
+def quiet_exporters() -> contextlib.AbstractContextManager[None]:
+    """Silence the exporters' chatter: prints on stdout (which --json owns) and log warnings."""
+    return quiet(*EXPORTER_LOGGERS, all_warnings=True, stdout=True)
 
 
 @dataclass
@@ -57,13 +72,12 @@ class Source:
         return tuple(torch.from_numpy(batch[name]) for name in self.input_names)
 
 
-def load_source(ref: str | Path, settings) -> Source:
+def load_source(ref: str | Path, settings: Settings) -> Source:
     """Load a trained model dir (with or without finsight.json), a hub id or a registered model."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     from finsight import hub
-    from finsight.quiet import quiet
 
     artifact = resolve_artifact(str(ref), settings)
     if artifact.is_export:

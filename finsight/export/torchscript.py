@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -12,18 +12,21 @@ from finsight.errors import ConfigError, ModelError
 from finsight.export.source import Source, logits_module
 from finsight.model.formats import FORMATS
 
+if TYPE_CHECKING:
+    from finsight.config import ExportSettings
+
 
 class TorchScriptExporter:
     format = "torchscript"
     model_file = FORMATS["torchscript"].model_file
 
-    def precision(self, cfg) -> str:
+    def precision(self, cfg: ExportSettings) -> str:
         if cfg.quantize != "none" or cfg.fp16:
             raise ConfigError("--quantize int8 and --fp16 apply to --format onnx only; export "
                               "TorchScript with --quantize none and without --fp16")
         return "fp32"
 
-    def build(self, source: Source, out_dir: Path, cfg, *, step: Callable[[str], None],
+    def build(self, source: Source, out_dir: Path, cfg: ExportSettings, *, step: Callable[[str], None],
               **_: Any) -> dict[str, Any]:
         import torch
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from finsight.errors import DataError
 from finsight.export.source import Source
 from finsight.model.formats import OUTPUT
+
+if TYPE_CHECKING:
+    from finsight.config import DataSettings, ExportSettings, Settings
 
 BATCH = 32  # the "many" batch size
 SINGLE_SHARE = 4  # a quarter of the rows (at most one batch of them) run at batch size 1
@@ -32,21 +35,21 @@ class ValidationSet:
     kind: str  # "file", "validation split" or "samples"
 
 
-def validation_set(source: Source, settings) -> ValidationSet:
+def validation_set(source: Source, settings: Settings) -> ValidationSet:
     """``export.validate_data``, else the source run's validation split, else the bundled samples."""
     cfg = settings.export
     if cfg.validate_data is not None:
         path = Path(cfg.validate_data)
         if path.is_dir() and (path / "validation.parquet").is_file():
             path = path / "validation.parquet"  # a `finsight prep` output dir
-        chosen = _read_file(path, settings, kind="file")
+        chosen = read_rows(path, settings.data, kind="file")
     elif (split := _recorded_split(source)) is not None:
-        chosen = _read_file(split, settings, kind="validation split")
+        chosen = read_rows(split, settings.data, kind="validation split")
     else:
         from finsight.samples import SAMPLE_SENTENCES
 
         chosen = ValidationSet(list(SAMPLE_SENTENCES), None, "finsight bundled sample sentences", "samples")
-    return _subsample(chosen, cfg.validate_max_rows)
+    return subsample(chosen, cfg.validate_max_rows)
 
 
 def _recorded_split(source: Source) -> Path | None:
@@ -55,17 +58,18 @@ def _recorded_split(source: Source) -> Path | None:
     return split if split is not None and split.is_file() else None
 
 
-def _read_file(path: Path, settings, *, kind: str) -> ValidationSet:
+def read_rows(path: Path, data: DataSettings, *, kind: str) -> ValidationSet:
+    """The texts (and labels, when the file has them) of a data file, read as ``data`` says."""
     from finsight.data.load import read_labeled
 
     if not path.exists():
         raise DataError(f"validation data {path} not found; pass an existing file to --validate-data "
                         "(text column, optional label column) or a `finsight prep` output dir")
-    rows = read_labeled(path, settings.data, require_labels=False)
+    rows = read_labeled(path, data, require_labels=False)
     return ValidationSet(rows.texts, rows.labels, rows.source, kind)
 
 
-def _subsample(chosen: ValidationSet, max_rows: int) -> ValidationSet:
+def subsample(chosen: ValidationSet, max_rows: int) -> ValidationSet:
     """At most ``max_rows`` rows, a fixed random subset in file order (files are often sorted)."""
     if len(chosen.texts) <= max_rows:
         return chosen
@@ -85,7 +89,7 @@ def batches(n: int) -> list[tuple[slice, int]]:
 
 
 def compare(source: Source, run: Callable[[dict], np.ndarray], data: ValidationSet, *,
-            precision: str, provider: str, cfg) -> dict[str, Any]:
+            precision: str, provider: str, cfg: ExportSettings) -> dict[str, Any]:
     """The validation report for one exported model, gates applied."""
     started = time.perf_counter()
     reference, exported, sizes = [], [], []
@@ -147,7 +151,7 @@ def _worst(ref: np.ndarray, exp: np.ndarray, texts: Sequence[str]) -> dict[str, 
 # ---------------------------------------------------------------- gates
 
 
-def gate_specs(precision: str, cfg) -> list[tuple[str, str, float, str]]:
+def gate_specs(precision: str, cfg: ExportSettings) -> list[tuple[str, str, float, str]]:
     """(figure, rule, limit, config key) per precision: the one table of gates."""
     table = {
         "fp32": [("max_abs_diff", "<=", cfg.max_abs_diff, "export.max_abs_diff"),
@@ -160,7 +164,7 @@ def gate_specs(precision: str, cfg) -> list[tuple[str, str, float, str]]:
     return table[precision]
 
 
-def apply_gates(precision: str, output: dict[str, Any], cfg) -> list[dict[str, Any]]:
+def apply_gates(precision: str, output: dict[str, Any], cfg: ExportSettings) -> list[dict[str, Any]]:
     """Each gate with its value and verdict; ``passed`` is None when the figure is unavailable."""
     figures = dict(output)
     change = output.get("macro_f1_change")
