@@ -98,7 +98,7 @@ def _train(ctx: Context) -> dict[str, Any]:
     if out.exists():
         shutil.rmtree(out)  # this pipeline's own previous run (checked in _check_owned)
     settings = _with(ctx.settings, {"train.out": out, "train.run_name": ctx.settings.pipeline.name})
-    result = fit(settings, data_dir=ctx.path("prep", "data_dir"))
+    result = fit(ctx.path("prep", "data_dir"), settings)
     return {"outputs": {"run_dir": str(result.out), "model_dir": str(result.model_dir)},
             "summary": {"best_epoch": result.best_epoch,
                         **{f"val_{k}": round(float(v), 4) for k, v in result.best_val.items()},
@@ -109,7 +109,7 @@ def _evaluate(ctx: Context) -> dict[str, Any]:
     from finsight.train import evaluate
 
     out = ctx.workdir / "eval" / f"{ctx.settings.pipeline.name}-test"
-    result = evaluate(ctx.path("train", "model_dir"), ctx.path("prep", "data_dir"), ctx.settings,
+    result = evaluate(ctx.path("train", "model_dir"), ctx.settings, data=ctx.path("prep", "data_dir"),
                       split="test", out=out)
     return {"outputs": {"eval_dir": str(result.out)},
             "summary": {"accuracy": round(result.accuracy, 4), "macro_f1": round(result.macro_f1, 4),

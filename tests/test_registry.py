@@ -47,7 +47,7 @@ def registry(tmp_path_factory, trained_tiny_model_dir):
     export = make_onnx_export(model, root / "run" / "export-onnx")
     settings = load_settings(overrides=[f"workdir={root / 'work'}", f"registry.model_name={NAME}",
                                         "predict.num_threads=1"])
-    metrics = evaluate(str(model), EXAMPLES / "headlines.csv", settings, out=root / "run" / "eval-test")
+    metrics = evaluate(str(model), settings, data=EXAMPLES / "headlines.csv", out=root / "run" / "eval-test")
     first = register_model(model, settings, aliases=["champion"])
     second = register_model(export, settings)
     return {"root": root, "model": model, "export": export, "settings": settings, "eval": metrics,

@@ -208,7 +208,7 @@ def test_seed_repeats_a_run_and_early_stopping_stops(tmp_path, headlines, _one_t
     def train(name: str, *overrides: str) -> dict:
         settings = load_settings(TINY_CONFIG, [f"workdir={tmp_path}", "registry.track_runs=false",
                                                f"train.out={tmp_path / name}", *overrides])
-        return fit(settings, data_dir=data).as_dict()
+        return fit(data, settings).as_dict()
 
     first = train("a", "train.max_epochs=2", "train.learning_rate=0.003")
     again = train("b", "train.max_epochs=2", "train.learning_rate=0.003")

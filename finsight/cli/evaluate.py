@@ -28,7 +28,7 @@ def evaluate(
     from finsight.train import evaluate as run_evaluate
 
     resolved = settings(ctx, {"predict.backend": backend})
-    metrics = run_evaluate(model, data, resolved, split=split, out=out_dir, verbose=verbose(ctx)).as_dict()
+    metrics = run_evaluate(model, resolved, data=data, split=split, out=out_dir, verbose=verbose(ctx)).as_dict()
     if as_json:
         print_json(metrics)
     else:

@@ -28,7 +28,7 @@ def train(
     from finsight.train import fit
 
     resolved = settings(ctx, {"model.name_or_path": model, "train.out": out_dir})
-    result = fit(resolved, data_dir=data if data is not None else resolved.data.out, resume=resume,
+    result = fit(data if data is not None else resolved.data.out, resolved, resume=resume,
                  progress=not as_json and err.is_terminal, verbose=verbose(ctx))
     if result is None:
         return  # a DDP worker process; rank 0 reports

@@ -1,6 +1,6 @@
 """Fine-tuning (Lightning) and evaluation.
 
-``fit(settings, data_dir=...)`` trains and writes a run dir; ``evaluate(model, data, settings)``
+``fit(data_dir, settings)`` trains and writes a run dir; ``evaluate(model, settings, data=...)``
 scores any model or export dir on labeled data. Imports are lazy so that importing
 ``finsight.train.tiny`` (tests, demo) does not pull in Lightning.
 """

@@ -18,6 +18,8 @@ from finsight.labels import LABELS
 if TYPE_CHECKING:
     import pandas as pd
 
+    from finsight.config import TrainSettings
+
 SPLITS = ("train", "validation", "test")
 _PREP_HINT = "run `finsight prep INPUT` and pass its output dir to --data"
 
@@ -160,7 +162,7 @@ class SentimentDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, frames: Mapping[str, "pd.DataFrame"], tokenizer, label2id: Mapping[str, int], *,
-                 train_settings, max_length: int):
+                 train_settings: TrainSettings, max_length: int):
         super().__init__()
         self.frames, self.tokenizer, self.label2id = dict(frames), tokenizer, dict(label2id)
         self.cfg, self.max_length = train_settings, max_length

@@ -21,10 +21,12 @@ from finsight.train import QUIET_LOGGERS, QUIET_WARNINGS
 if TYPE_CHECKING:
     import pandas as pd
 
+    from finsight.config import DataSettings, Settings
 
 
-def evaluate(model_ref: str | Path, data: str | Path | None, settings, *, split: str = "test",
-             backend: str | None = None, out: str | Path | None = None,
+
+def evaluate(model_ref: str | Path, settings: Settings, *, data: str | Path | None = None,
+             split: str = "test", backend: str | None = None, out: str | Path | None = None,
              verbose: bool = False) -> EvalResult:
     """Accuracy, macro-F1, per-class P/R/F1, confusion matrix and mean loss of ``model_ref``.
 
@@ -41,7 +43,7 @@ def evaluate(model_ref: str | Path, data: str | Path | None, settings, *, split:
     if out is not None:
         check_writable(out)
     frame, source = labeled_rows(data if data is not None else recorded_data_dir(model_ref),
-                                 settings, split=split)
+                                 settings.data, split=split)
     with quiet(*QUIET_LOGGERS, warnings_matching=QUIET_WARNINGS, progress_bars=True,
                enabled=not verbose):
         predictor = load_predictor(str(model_ref), settings, backend=backend)
@@ -90,7 +92,7 @@ def recorded_data_dir(model_ref: str | Path) -> Path:
     return Path(data_dir)
 
 
-def labeled_rows(data: str | Path, settings, *, split: str) -> tuple["pd.DataFrame", str]:
+def labeled_rows(data: str | Path, data_settings: DataSettings, *, split: str) -> tuple["pd.DataFrame", str]:
     """Rows with columns text and label (canonical names), and a description of their source."""
     from finsight.train.data import read_split
 
@@ -105,19 +107,19 @@ def labeled_rows(data: str | Path, settings, *, split: str) -> tuple["pd.DataFra
     if not path.exists():
         raise DataError(f"evaluation data {path} not found; pass --data with a `finsight prep` dir "
                         "or a labeled file")
-    return _read_labeled_file(path, settings), str(path.resolve())
+    return _read_labeled_file(path, data_settings), str(path.resolve())
 
 
 def _is_hf_dataset(path: Path) -> bool:
     return (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
 
 
-def _read_labeled_file(path: Path, settings) -> "pd.DataFrame":
+def _read_labeled_file(path: Path, data_settings: DataSettings) -> "pd.DataFrame":
     import pandas as pd
 
     from finsight.data.load import read_labeled
 
-    rows = read_labeled(path, settings.data, require_labels=True)
+    rows = read_labeled(path, data_settings, require_labels=True)
     return pd.DataFrame({"text": rows.texts, "label": rows.labels})
 
 

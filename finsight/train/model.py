@@ -11,11 +11,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from finsight.errors import ModelError
 from finsight.labels import LABELS, checkpoint_labels
 from finsight.model.ref import looks_like_path
+
+if TYPE_CHECKING:
+    from finsight.config import ModelSettings
 
 TINY = "tiny"
 _GENERIC = re.compile(r"^label_\d+$", re.IGNORECASE)
@@ -62,7 +65,7 @@ def _mismatch(source: str, names: Sequence[str]) -> ModelError:
         "classification head, or from a checkpoint whose head names these labels")
 
 
-def load_start(model_settings, *, train_texts: Sequence[str], tiny_dir: Path, seed: int) -> Start:
+def load_start(model_settings: ModelSettings, *, train_texts: Sequence[str], tiny_dir: Path, seed: int) -> Start:
     """Load the starting model and tokenizer named by ``model.name_or_path``."""
     name = model_settings.name_or_path
     if name == TINY:
@@ -76,7 +79,7 @@ def load_start(model_settings, *, train_texts: Sequence[str], tiny_dir: Path, se
     return _load_hf(name, model_settings, base_model=name, hub=True)
 
 
-def _load_tiny(model_settings, *, train_texts, tiny_dir: Path, seed: int) -> Start:
+def _load_tiny(model_settings: ModelSettings, *, train_texts, tiny_dir: Path, seed: int) -> Start:
     """The offline tiny BERT, built once per run (a resumed run reuses the same vocab)."""
     from finsight.train.tiny import build_tiny_model
 
@@ -89,7 +92,7 @@ def _load_tiny(model_settings, *, train_texts, tiny_dir: Path, seed: int) -> Sta
     return start
 
 
-def _load_hf(ref: str, model_settings, *, base_model: str, hub: bool = False) -> Start:
+def _load_hf(ref: str, model_settings: ModelSettings, *, base_model: str, hub: bool = False) -> Start:
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 

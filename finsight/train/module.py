@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from transformers import get_linear_schedule_with_warmup
 
+from finsight.config import TrainSettings
 from finsight.metrics import accuracy, macro_f1
 
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
@@ -38,7 +39,7 @@ def _no_decay(name: str) -> bool:
 
 
 class SentimentClassifier(pl.LightningModule):
-    def __init__(self, model, *, train_settings, class_weights: torch.Tensor | None = None):
+    def __init__(self, model, *, train_settings: TrainSettings, class_weights: torch.Tensor | None = None):
         super().__init__()
         self.model = model
         self.cfg = train_settings

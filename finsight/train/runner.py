@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finsight.artifacts import DATA_CARD
 from finsight.errors import ConfigError
@@ -27,6 +27,9 @@ from finsight.paths import default_path, safe_name
 from finsight.results import TrainResult
 from finsight.quiet import quiet
 from finsight.train import QUIET_LOGGERS, QUIET_WARNINGS
+
+if TYPE_CHECKING:
+    from finsight.config import Settings
 
 CHECKPOINTS = "checkpoints"
 LOCK_FILE = ".finsight.lock"
@@ -51,7 +54,7 @@ class RunPaths:
         return self.checkpoints / "run.json"
 
 
-def run_paths(settings, *, resume: bool) -> RunPaths:
+def run_paths(settings: Settings, *, resume: bool) -> RunPaths:
     """The run name and output dir; refuses to overwrite a run or to resume nothing."""
     cfg = settings.train
     if resume and cfg.out is None and cfg.run_name is None:
@@ -96,9 +99,9 @@ def _devices(value: str) -> Any:
     return int(value) if value.strip().isdigit() else value
 
 
-def fit(settings, *, data_dir: str | Path | None, resume: bool = False, progress: bool = False,
+def fit(data_dir: str | Path | None, settings: Settings, *, resume: bool = False, progress: bool = False,
         verbose: bool = False) -> TrainResult | None:
-    """Fine-tune ``settings.model.name_or_path`` on a prep dir; returns the run's metrics.
+    """Fine-tune ``settings.model.name_or_path`` on ``data_dir`` (a prep dir); returns the run's metrics.
 
     Under DDP every worker runs this; only global rank 0 writes outputs and returns them
     (the others return None).
@@ -163,7 +166,7 @@ def _first_process() -> bool:
 class _Run:
     """One training run: build, fit, pick the best checkpoint, write and track the outputs."""
 
-    def __init__(self, settings, paths: RunPaths, data_path: Path, frames: dict, *, resume: bool,
+    def __init__(self, settings: Settings, paths: RunPaths, data_path: Path, frames: dict, *, resume: bool,
                  progress: bool):
         self.settings, self.paths, self.data_path, self.frames = settings, paths, data_path, frames
         self.resume, self.progress = resume, progress
