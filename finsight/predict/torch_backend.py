@@ -33,10 +33,11 @@ class TorchPredictor(EncoderPredictor):
         self.device = torch_runtime(predict)
         self.dtype = torch_dtype(predict.precision, self.device)
         from finsight import hub
+        from finsight.quiet import quiet
 
         kwargs = hub.pretrained_kwargs(model.revision) if artifact.path is None else {}
         try:
-            with hub.no_progress_bars():
+            with quiet(progress_bars=True):
                 loaded = AutoModelForSequenceClassification.from_pretrained(
                     artifact.location, dtype=self.dtype, attn_implementation="sdpa", **kwargs)
         except (OSError, ValueError) as exc:
