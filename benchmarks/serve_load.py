@@ -180,11 +180,14 @@ def offline_rate(model: str, backend: str, texts: list[str], work: Path, force: 
 
 def model_floor(model: str, backend: str, texts: list[str], n: int = 300, force: bool = False) -> dict:
     """The predictor alone, in this process, one headline per call: the floor under a
-    1-client latency (same settings as the server: no ONNX Runtime spinning)."""
+    1-client latency (the server's own predictor settings: no ONNX Runtime spinning)."""
     from finsight.config import load_settings
     from finsight.predict import load_predictor
+    from finsight.serve.defaults import for_serving
 
-    predictor = load_predictor(model, load_settings(flags={"predict.spin_wait": False, "predict.force": force}), backend=backend)
+    settings = for_serving(load_settings(flags={"predict.model": model, "predict.backend": backend,
+                                                "predict.force": force}))
+    predictor = load_predictor(model, settings)
     predictor.predict(texts[:16])
     load_before = load_average()
     times = []

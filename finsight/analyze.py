@@ -28,6 +28,9 @@ from finsight.predict.scores import CLOSE_CALL, PROB_COLUMNS, SCORE_COLUMNS, ass
 if TYPE_CHECKING:
     import pandas as pd
 
+    from finsight.config import AnalyzeSettings, Settings
+    from finsight.predict.base import Predictor
+
 ENCODING_OPTION = "--set analyze.encoding="  # analyze has no --encoding flag
 Progress = Callable[[int, "int | None"], None]
 
@@ -86,7 +89,7 @@ class AnalyzeSummary:
 # ---------------------------------------------------------------- planning
 
 
-def plan_inputs(inputs: Sequence[str | Path], settings: Any) -> list[InputPlan]:
+def plan_inputs(inputs: Sequence[str | Path], settings: Settings) -> list[InputPlan]:
     """Check every input and its columns before any model is loaded."""
     if not inputs:
         raise DataError("no input files; pass one or more files to score")
@@ -100,7 +103,7 @@ def plan_inputs(inputs: Sequence[str | Path], settings: Any) -> list[InputPlan]:
     return plans
 
 
-def _plan(path: Path, settings: Any) -> InputPlan:
+def _plan(path: Path, settings: Settings) -> InputPlan:
     opts = settings.analyze
     fmt = detect_format(path, settings.data.format)
     encoding = opts.encoding or settings.data.encoding
@@ -118,7 +121,7 @@ def _plan(path: Path, settings: Any) -> InputPlan:
     return InputPlan(path=path, format=fmt, text=text, copied=list(dict.fromkeys(copied)))
 
 
-def output_path(first_input: Path, settings: Any) -> Path:
+def output_path(first_input: Path, settings: Settings) -> Path:
     """analyze.out, else <workdir>/analyze/<input stem>.scored.<input's format if writable, else parquet>."""
     if settings.analyze.out:
         return Path(settings.analyze.out)
@@ -135,7 +138,7 @@ def sidecar_path(out: Path, kind: str) -> Path:
 # ---------------------------------------------------------------- running
 
 
-def analyze_files(inputs: Sequence[str | Path], settings: Any, *, predictor: Any = None,
+def analyze_files(inputs: Sequence[str | Path], settings: Settings, *, predictor: Predictor | None = None,
                   on_progress: Progress | None = None) -> AnalyzeSummary:
     """Score ``inputs`` (concatenated in order) into ``analyze.out``; returns the run summary."""
     from finsight.io import check_writable, write_format
@@ -151,7 +154,7 @@ def analyze_files(inputs: Sequence[str | Path], settings: Any, *, predictor: Any
         from finsight.predict import load_predictor
 
         predictor = load_predictor(None, settings)
-    summary = AnalyzeSummary(backend=predictor.name, model=str(getattr(predictor, "source", "")),
+    summary = AnalyzeSummary(backend=predictor.name, model=str(predictor.source),
                              mode=opts.mode)
     groups = GroupSummary(opts.group_by) if opts.group_by else None
     total = sum(_estimate_rows(p) for p in plans)
@@ -174,7 +177,7 @@ def analyze_files(inputs: Sequence[str | Path], settings: Any, *, predictor: Any
 
         # GPU backends compute asynchronously: submit a chunk, then write the previous one while
         # it runs. CPU backends finish inside submit, so each chunk is written at once.
-        overlap = str(getattr(predictor, "device", "cpu")).startswith("cuda")
+        overlap = str(predictor.device).startswith("cuda")
         pending = None
         for work in _prefetch(_prepare_all(plans, predictor, settings)):
             submitted = (work, predictor.submit(work.encoded))
@@ -212,20 +215,16 @@ class _Work:
         return self.prepared if self.mode == "sentence" else self.prepared.encoded
 
 
-def _prepare_all(plans: Sequence[InputPlan], predictor: Any, settings: Any) -> Iterator[_Work]:
+def _prepare_all(plans: Sequence[InputPlan], predictor: Predictor, settings: Settings) -> Iterator[_Work]:
+    # The very first chunk is one inference batch: the first scores are written (and the
+    # progress bar moves) after one batch instead of a whole chunk, while the prefetch thread
+    # reads and tokenizes the rest of the chunk.
     for i, plan in enumerate(plans):
         yield from _prepare_chunks(plan, str(plan.path) if len(plans) > 1 else None, predictor, settings,
-                                   first_rows=_first_rows(predictor) if i == 0 else 0)
+                                   first_rows=predictor.batch_size if i == 0 else 0)
 
 
-def _first_rows(predictor: Any) -> int:
-    """Rows in the very first chunk: one inference batch, so the first scores are written
-    (and the progress bar moves) after one batch instead of a whole chunk, while the prefetch
-    thread reads and tokenizes the rest of the chunk."""
-    return int(getattr(predictor, "batch_size", 0) or 0)
-
-
-def _prepare_chunks(plan: InputPlan, source: str | None, predictor: Any, settings: Any, *,
+def _prepare_chunks(plan: InputPlan, source: str | None, predictor: Predictor, settings: Settings, *,
                     first_rows: int = 0) -> Iterator[_Work]:
     """Read, clean and tokenize; runs in the prefetch thread."""
     from finsight.data.clean import texts_to_score
@@ -252,12 +251,12 @@ def _split_first(chunks: Iterator["pd.DataFrame"], rows: int) -> Iterator["pd.Da
             yield chunk
 
 
-def chunk_rows(opts: Any, predictor: Any) -> int:
+def chunk_rows(opts: AnalyzeSettings, predictor: Predictor) -> int:
     """analyze.chunk_rows, else bigger chunks on a GPU: more sorted batches per sync (measured
     on an H100: 23.5k texts/s with 8192-row chunks, 26.5k with 32768; benchmarks/RESULTS.md)."""
     if opts.chunk_rows:
         return int(opts.chunk_rows)
-    return 32768 if str(getattr(predictor, "device", "cpu")).startswith("cuda") else 8192
+    return 32768 if str(predictor.device).startswith("cuda") else 8192
 
 
 def _score(work: _Work, probs: np.ndarray) -> tuple["pd.DataFrame", "pd.DataFrame | None"]:

@@ -340,6 +340,20 @@ class Settings(BaseSettings):
         # the model only validates what it is given.
         return (init_settings,)
 
+    def to_json(self) -> str:
+        """The values and where each came from, for another process (a ``serve`` worker) to
+        rebuild with :meth:`from_json`: rules such as "unless the user set it" need the sources."""
+        return json.dumps({"values": self.model_dump(mode="json"), "sources": self._sources,
+                           "deprecations": self._deprecations})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Settings":
+        payload = json.loads(text)
+        settings = cls.model_validate(payload["values"])
+        settings._sources = dict(payload.get("sources") or {})
+        settings._deprecations = list(payload.get("deprecations") or [])
+        return settings
+
     def tracking_uri(self) -> str:
         uri = self.registry.tracking_uri
         if uri:

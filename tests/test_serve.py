@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import numpy as np
@@ -24,8 +25,10 @@ TEXTS = ["Operating profit rose to EUR 13.1 mn from EUR 8.7 mn.",
 @pytest.fixture(scope="module")
 def predictor(trained_tiny_model_dir):
     from finsight.predict import load_predictor
+    from finsight.serve.defaults import for_serving
 
-    return load_predictor(str(trained_tiny_model_dir), serve_settings(trained_tiny_model_dir))
+    # As `finsight serve` loads it: with the serving defaults (on CPU, small padded batches).
+    return load_predictor(str(trained_tiny_model_dir), for_serving(serve_settings(trained_tiny_model_dir)))
 
 
 def client_for(model_dir, predictor, **serve):
@@ -188,8 +191,13 @@ def test_request_id_and_cors(trained_tiny_model_dir, predictor):
     with client_for(trained_tiny_model_dir, predictor, cors_origins=["https://app.example"]) as client:
         assert client.get("/health", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
         generated = client.get("/no/such/path")
-        assert generated.status_code == 404 and len(generated.headers["x-request-id"]) == 32
-        assert client.get("/health", headers={"X-Request-ID": "bad id\x7f"}).headers["x-request-id"] != "bad id"
+        assert generated.status_code == 404 and re.fullmatch(r"[0-9a-f]{32}", generated.headers["x-request-id"])
+        # An id that is not a sane token (here a control character, DEL) is replaced by a fresh
+        # generated one: neither echoed nor cleaned up ("bad-id" alone would be accepted).
+        assert client.get("/health", headers={"X-Request-ID": "bad-id"}).headers["x-request-id"] == "bad-id"
+        replaced = client.get("/health", headers={"X-Request-ID": "bad-id\x7f"}).headers["x-request-id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", replaced) and replaced != generated.headers["x-request-id"]
+        assert replaced[:16] == generated.headers["x-request-id"][:16]  # this process's prefix
         preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
                      "Access-Control-Request-Headers": "content-type,x-api-key"}
         allowed = client.options("/v1/predict", headers=preflight)
@@ -226,9 +234,11 @@ def test_full_queue_answers_503_then_batches(trained_tiny_model_dir, predictor):
             await until(lambda: gated.calls == [1])  # the model is busy with "first"
             queued = [post(f"queued {i}") for i in range(3)]
             await until(lambda: service.batcher.depth == 3)
+            assert service.batcher.in_flight == 4  # the batcher counts the requests it holds
             refused = await client.post("/v1/predict", json={"text": "one too many"})
             gated.gate.set()
             answers = await asyncio.gather(first, *queued)
+            assert service.batcher.in_flight == 0  # the refused request was never counted
             metrics = (await client.get("/metrics")).text
         await service.batcher.stop()
         return refused, answers, metrics
@@ -266,6 +276,40 @@ def test_shutdown_finishes_queued_requests(trained_tiny_model_dir, predictor):
     expected = predictor.predict([f"headline {i}" for i in range(5)])
     got = np.array([[getattr(r[0].probabilities, k) for k in ("negative", "neutral", "positive")] for r in results])
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_serving_defaults_apply_only_to_unset_keys(tmp_path):
+    from finsight.config import load_settings
+    from finsight.serve.defaults import for_serving
+
+    cpu = {"predict.device": "cpu", "predict.model": str(tmp_path)}
+    served = for_serving(load_settings(flags=cpu))
+    assert served.predict.spin_wait is False and served.predict.batch_size == served.serve.model_batch_size
+    assert served.sources["predict.spin_wait"] == "default"  # a copy: where values came from is kept
+    chosen = for_serving(load_settings(flags={**cpu, "predict.spin_wait": True, "predict.batch_size": 32}))
+    assert chosen.predict.spin_wait is True and chosen.predict.batch_size == 32
+    gpu = for_serving(load_settings(flags={**cpu, "predict.device": "cuda"}))
+    assert gpu.predict.batch_size is None  # a GPU keeps the predictor's own default (1024)
+    triton = for_serving(load_settings(flags={**cpu, "predict.device": "cuda", "predict.backend": "triton"}))
+    assert triton.predict.batch_size == triton.serve.model_batch_size  # the client batches on CPU
+
+
+def test_workers_get_the_settings_with_their_sources(tmp_path, monkeypatch):
+    """`--workers > 1`: each worker rebuilds the settings from the environment; a
+    predict.spin_wait the user set must survive it, and the default must still become False."""
+    from finsight.config import load_settings
+    from finsight.serve import server
+    from finsight.serve.defaults import for_serving
+
+    flags = {"predict.device": "cpu", "predict.model": str(tmp_path), "serve.workers": 2}
+    parents = {expected: load_settings(flags={**flags, "predict.spin_wait": user})
+               for user, expected in ((True, True), (None, False))}
+    monkeypatch.setenv(server.SETTINGS_ENV, "")  # removed again after the test
+    for expected, parent in parents.items():
+        server.share_with_workers(parent)
+        worker = server.worker_settings()
+        assert worker.model_dump() == parent.model_dump() and worker.sources == parent.sources
+        assert for_serving(worker).predict.spin_wait is expected
 
 
 def test_bad_settings_are_config_errors(tmp_path):

@@ -8,12 +8,17 @@ Triton client apply the same rules.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from finsight.errors import BackendError
 from finsight.labels import LABELS
-from finsight.model.tokenizer import Encoded, Encoder
+from finsight.model.tokenizer import Encoded, Encoder, load_tokenizer
+
+if TYPE_CHECKING:
+    from finsight.config import ModelSettings, PredictSettings
+    from finsight.model.ref import Artifact
 
 
 @runtime_checkable
@@ -30,6 +35,7 @@ class Predictor(Protocol):
     device: str  # "cpu" or "cuda..."
     labels: tuple[str, ...]
     max_length: int
+    batch_size: int  # texts per model call
 
     def predict(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -48,6 +54,44 @@ def cpu_threads(requested: int) -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def default_batch_size(predict: PredictSettings, device: str) -> int:
+    """predict.batch_size, else 64 on CPU and 1024 on a GPU (sorted batches keep padding low)."""
+    if predict.batch_size:
+        return int(predict.batch_size)
+    return 64 if device == "cpu" else 1024
+
+
+def encoder_for(artifact: Artifact, model: ModelSettings, *, input_names: Sequence[str] | None = None) -> Encoder:
+    """The artifact's encoder: straight from tokenizer.json for a directory, via transformers
+    for a hub id (downloaded or cached)."""
+    max_length = artifact.max_length(model.max_length)
+    if artifact.path is not None:
+        return Encoder.from_dir(artifact.path, max_length=max_length, input_names=input_names)
+    return Encoder.from_transformers(load_tokenizer(artifact.ref, model.revision),
+                                     max_length=max_length, input_names=input_names)
+
+
+def torch_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendError(f"predict.device={requested} but torch sees no CUDA GPU; "
+                           "use --set predict.device=cpu")
+    return requested
+
+
+def torch_runtime(predict: PredictSettings) -> str:
+    """The device for ``predict`` settings; on CPU also sets torch's intra-op threads."""
+    import torch
+
+    device = torch_device(predict.device)
+    if device == "cpu":
+        torch.set_num_threads(cpu_threads(predict.num_threads))
+    return device
 
 
 class EncoderPredictor:

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from finsight.predict.base import Encoded
+from finsight.predict.base import Encoded, Predictor
 from finsight.predict.sentences import split_sentences
 
 
@@ -30,7 +30,7 @@ class DocumentBatch:
         return int(self.encoded.truncated.sum())
 
 
-def split_documents(predictor, texts: Sequence[str]) -> DocumentBatch:
+def split_documents(predictor: Predictor, texts: Sequence[str]) -> DocumentBatch:
     split = [split_sentences(text) or [text] for text in texts]
     counts = np.fromiter((len(s) for s in split), dtype=np.int64, count=len(split))
     sentences = [sentence for parts in split for sentence in parts]
@@ -57,7 +57,7 @@ class DocumentScores:
     sentence_probs: np.ndarray  # (n_sentences, 3)
 
 
-def score_documents(predictor, texts: Sequence[str]) -> DocumentScores:
+def score_documents(predictor: Predictor, texts: Sequence[str]) -> DocumentScores:
     """Split, score every sentence in one length-bucketed pass, aggregate per document.
 
     ``analyze --mode document`` runs the same two halves (:func:`split_documents` while the

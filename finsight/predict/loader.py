@@ -6,11 +6,14 @@ for a given ref; ``load_predictor`` picks the backend (``auto`` included) and bu
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from finsight.errors import BackendError, ModelError
 from finsight.model.ref import Artifact, find_export, resolve_artifact, source_model
 from finsight.predict.base import Predictor
+
+if TYPE_CHECKING:
+    from finsight.config import Settings
 
 
 class Backend:
@@ -31,7 +34,8 @@ class Backend:
                            f"`finsight export {artifact.location} --format {self.format}` or pick "
                            "another --backend")
 
-    def load(self, artifact: Artifact, settings: Any) -> Predictor:
+    def load(self, artifact: Artifact, settings: Settings) -> Predictor:
+        """The predictor; each backend class gets only the settings sections it uses."""
         raise NotImplementedError
 
 
@@ -41,28 +45,28 @@ class TorchBackend(Backend):
     def artifact_for(self, artifact: Artifact) -> Artifact:
         return source_model(artifact) if artifact.is_export else artifact
 
-    def load(self, artifact, settings):
+    def load(self, artifact: Artifact, settings: Settings) -> Predictor:
         from finsight.predict.torch_backend import TorchPredictor
 
-        return TorchPredictor(artifact, settings)
+        return TorchPredictor(artifact, settings.predict, model=settings.model)
 
 
 class OnnxBackend(Backend):
     name, format = "onnx", "onnx"
 
-    def load(self, artifact, settings):
+    def load(self, artifact: Artifact, settings: Settings) -> Predictor:
         from finsight.predict.onnx_backend import OnnxPredictor
 
-        return OnnxPredictor(artifact, settings)
+        return OnnxPredictor(artifact, settings.predict, model=settings.model)
 
 
 class TorchScriptBackend(Backend):
     name, format = "torchscript", "torchscript"
 
-    def load(self, artifact, settings):
+    def load(self, artifact: Artifact, settings: Settings) -> Predictor:
         from finsight.predict.torchscript_backend import TorchScriptPredictor
 
-        return TorchScriptPredictor(artifact, settings)
+        return TorchScriptPredictor(artifact, settings.predict, model=settings.model)
 
 
 class TritonBackend(Backend):
@@ -71,10 +75,10 @@ class TritonBackend(Backend):
     def artifact_for(self, artifact: Artifact) -> Artifact:
         return artifact  # only its tokenizer and labels are used here; the server runs the model
 
-    def load(self, artifact, settings):
+    def load(self, artifact: Artifact, settings: Settings) -> Predictor:
         from finsight.predict.triton_backend import TritonPredictor
 
-        return TritonPredictor(artifact, settings)
+        return TritonPredictor(artifact, settings.predict, model=settings.model, triton=settings.triton)
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in
@@ -85,7 +89,7 @@ def register_backend(backend: Backend) -> None:
     BACKENDS[backend.name] = backend
 
 
-def load_predictor(ref: str | None, settings: Any, backend: str | None = None) -> Predictor:
+def load_predictor(ref: str | None, settings: Settings, backend: str | None = None) -> Predictor:
     """A Predictor for ``ref`` (model dir, export dir, hub id, ``models:/name@alias``).
 
     ``ref`` None means ``predict.model``, else ``model.name_or_path``; ``backend`` None means
@@ -107,7 +111,7 @@ def _named(name: str) -> Backend:
     return BACKENDS[name]
 
 
-def _auto(artifact: Artifact, settings: Any) -> Backend:
+def _auto(artifact: Artifact, settings: Settings) -> Backend:
     if artifact.is_export:
         return _named(artifact.format)
     if not _on_gpu(settings.predict.device) and find_export(artifact, "onnx") is not None:

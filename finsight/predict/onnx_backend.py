@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from finsight.errors import BackendError, ModelError
 from finsight.model.ref import Artifact
-from finsight.predict.base import EncoderPredictor, cpu_threads
+from finsight.model.tokenizer import INPUT_NAMES
+from finsight.predict.base import EncoderPredictor, cpu_threads, default_batch_size, encoder_for
 from finsight.predict.scores import softmax
-from finsight.model.tokenizer import INPUT_NAMES, Encoder
-from finsight.predict.torch_backend import default_batch_size
+
+if TYPE_CHECKING:
+    from finsight.config import ModelSettings, PredictSettings
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -51,15 +53,14 @@ def providers(device: str) -> list[str]:
 class OnnxPredictor(EncoderPredictor):
     name = "onnx"
 
-    def __init__(self, artifact: Artifact, settings: Any):
+    def __init__(self, artifact: Artifact, predict: PredictSettings, *, model: ModelSettings):
         import onnxruntime as ort
 
-        opts = settings.predict
         model_file = artifact.model_file
-        chosen = providers(opts.device)
+        chosen = providers(predict.device)
         try:
             self.session = ort.InferenceSession(str(model_file),
-                                                session_options(opts.num_threads, opts.spin_wait),
+                                                session_options(predict.num_threads, predict.spin_wait),
                                                 providers=chosen)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
             raise ModelError(f"cannot load {model_file}: {exc}".splitlines()[0]) from None
@@ -71,10 +72,8 @@ class OnnxPredictor(EncoderPredictor):
         if unknown:
             raise ModelError(f"{model_file}: unexpected graph inputs {sorted(unknown)}; finsight "
                              "feeds input_ids, attention_mask and token_type_ids")
-        encoder = Encoder.from_dir(artifact.path, max_length=artifact.max_length(settings.model.max_length),
-                                   input_names=inputs)
-        super().__init__(encoder=encoder, order=artifact.label_order(),
-                         batch_size=default_batch_size(opts, self.device), source=str(artifact.path))
+        super().__init__(encoder=encoder_for(artifact, model, input_names=inputs), order=artifact.label_order(),
+                         batch_size=default_batch_size(predict, self.device), source=str(artifact.path))
 
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         logits = self.session.run([self._output], batch)[0]

@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finsight.errors import BackendError, ModelError
+from finsight.errors import ModelError
 from finsight.labels import canonical_order
 from finsight.model.ref import Artifact
-from finsight.model.tokenizer import Encoder, load_tokenizer
-from finsight.predict.base import EncoderPredictor, cpu_threads
+from finsight.predict.base import EncoderPredictor, default_batch_size, encoder_for, torch_runtime
 
-
-def torch_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise BackendError(f"predict.device={requested} but torch sees no CUDA GPU; "
-                           "use --set predict.device=cpu")
-    return requested
-
-
-def torch_runtime(opts: Any) -> str:
-    """The device for ``predict`` settings; on CPU also sets torch's intra-op threads."""
-    import torch
-
-    device = torch_device(opts.device)
-    if device == "cpu":
-        torch.set_num_threads(cpu_threads(opts.num_threads))
-    return device
+if TYPE_CHECKING:
+    from finsight.config import ModelSettings, PredictSettings
 
 
 def torch_dtype(precision: str, device: str):
@@ -43,42 +24,31 @@ def torch_dtype(precision: str, device: str):
             "fp32": torch.float32}[precision]
 
 
-def encoder_for(artifact: Artifact, settings: Any, *, input_names=None) -> Encoder:
-    """The artifact's encoder: straight from tokenizer.json for a directory, via transformers
-    for a hub id (downloaded or cached)."""
-    max_length = artifact.max_length(settings.model.max_length)
-    if artifact.path is not None:
-        return Encoder.from_dir(artifact.path, max_length=max_length, input_names=input_names)
-    return Encoder.from_transformers(load_tokenizer(artifact.ref, settings.model.revision),
-                                     max_length=max_length, input_names=input_names)
-
-
 class TorchPredictor(EncoderPredictor):
     name = "torch"
 
-    def __init__(self, artifact: Artifact, settings: Any):
+    def __init__(self, artifact: Artifact, predict: PredictSettings, *, model: ModelSettings):
         from transformers import AutoModelForSequenceClassification
 
-        opts = settings.predict
-        self.device = torch_runtime(opts)
-        self.dtype = torch_dtype(opts.precision, self.device)
+        self.device = torch_runtime(predict)
+        self.dtype = torch_dtype(predict.precision, self.device)
         from finsight import hub
         from finsight.quiet import quiet
 
-        kwargs = hub.pretrained_kwargs(settings.model.revision) if artifact.path is None else {}
+        kwargs = hub.pretrained_kwargs(model.revision) if artifact.path is None else {}
         try:
             with quiet(progress_bars=True):
-                model = AutoModelForSequenceClassification.from_pretrained(
+                loaded = AutoModelForSequenceClassification.from_pretrained(
                     artifact.location, dtype=self.dtype, attn_implementation="sdpa", **kwargs)
         except (OSError, ValueError) as exc:
             if artifact.path is None:
                 raise hub.load_error(artifact.ref, exc) from None
             raise ModelError(f"cannot load model {artifact.location}: {exc}".splitlines()[0]) from None
-        self.model = model.to(self.device).eval()
-        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        encoder = encoder_for(artifact, settings).for_model(model)
+        self.model = loaded.to(self.device).eval()
+        names = [loaded.config.id2label[i] for i in range(loaded.config.num_labels)]
+        encoder = encoder_for(artifact, model).for_model(loaded)
         super().__init__(encoder=encoder, order=canonical_order(names, source=artifact.location),
-                         batch_size=default_batch_size(opts, self.device), source=artifact.location)
+                         batch_size=default_batch_size(predict, self.device), source=artifact.location)
         self._pin = self.device.startswith("cuda")
 
     def _forward(self, batch: dict[str, np.ndarray]) -> Any:
@@ -108,9 +78,3 @@ class TorchPredictor(EncoderPredictor):
 
         return torch.cat(outputs).cpu().numpy()
 
-
-def default_batch_size(opts: Any, device: str) -> int:
-    """predict.batch_size, else 64 on CPU and 1024 on a GPU (sorted batches keep padding low)."""
-    if opts.batch_size:
-        return int(opts.batch_size)
-    return 64 if device == "cpu" else 1024

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from finsight.errors import ModelError
 from finsight.model.ref import Artifact
-from finsight.predict.base import EncoderPredictor
-from finsight.model.tokenizer import INPUT_NAMES, Encoder
-from finsight.predict.torch_backend import default_batch_size, torch_runtime
+from finsight.model.tokenizer import INPUT_NAMES
+from finsight.predict.base import EncoderPredictor, default_batch_size, encoder_for, torch_runtime
+
+if TYPE_CHECKING:
+    from finsight.config import ModelSettings, PredictSettings
 
 
 class TorchScriptPredictor(EncoderPredictor):
     name = "torchscript"
 
-    def __init__(self, artifact: Artifact, settings: Any):
+    def __init__(self, artifact: Artifact, predict: PredictSettings, *, model: ModelSettings):
         import torch
 
-        opts = settings.predict
-        self.device = torch_runtime(opts)
+        self.device = torch_runtime(predict)
         model_file = artifact.model_file
         try:
             self.module = torch.jit.load(str(model_file), map_location=self.device).eval()
@@ -28,10 +29,8 @@ class TorchScriptPredictor(EncoderPredictor):
             raise ModelError(f"cannot load {model_file}: {exc}".splitlines()[0]) from None
         # Traced modules take positional inputs, in the order the manifest records.
         inputs = [i["name"] for i in artifact.manifest.get("inputs", [])] or list(INPUT_NAMES)
-        encoder = Encoder.from_dir(artifact.path, max_length=artifact.max_length(settings.model.max_length),
-                                   input_names=inputs)
-        super().__init__(encoder=encoder, order=artifact.label_order(),
-                         batch_size=default_batch_size(opts, self.device), source=str(artifact.path))
+        super().__init__(encoder=encoder_for(artifact, model, input_names=inputs), order=artifact.label_order(),
+                         batch_size=default_batch_size(predict, self.device), source=str(artifact.path))
 
     def _forward(self, batch: dict[str, np.ndarray]) -> Any:
         import torch

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -19,8 +19,10 @@ from finsight.errors import BackendError
 from finsight.labels import LABELS
 from finsight.model.ref import Artifact
 from finsight.model.tokenizer import Encoded
-from finsight.predict.base import EncoderPredictor
-from finsight.predict.torch_backend import default_batch_size, encoder_for
+from finsight.predict.base import EncoderPredictor, default_batch_size, encoder_for
+
+if TYPE_CHECKING:
+    from finsight.config import ModelSettings, PredictSettings, TritonSettings
 
 TEXT, PROBABILITIES = "TEXT", "probabilities"
 
@@ -52,7 +54,7 @@ def _first_line(exc: BaseException) -> str:
 class TritonClient:
     """One protocol-neutral client of a Triton server: health, metadata, asynchronous infer."""
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: TritonSettings):
         self.protocol = cfg.protocol
         self.url = cfg.url.split("://", 1)[-1]
         self.timeout_s = float(cfg.timeout_s)
@@ -147,28 +149,28 @@ class TritonClient:
 class TritonPredictor(EncoderPredictor):
     name = "triton"
 
-    def __init__(self, artifact: Artifact, settings: Any):
-        cfg = settings.triton
-        self.model_name = cfg.model_name
-        self.client = TritonClient(cfg)
-        metadata = self.client.ready_model(cfg.model_name)
+    def __init__(self, artifact: Artifact, predict: PredictSettings, *, model: ModelSettings,
+                 triton: TritonSettings):
+        self.model_name = triton.model_name
+        self.client = TritonClient(triton)
+        metadata = self.client.ready_model(triton.model_name)
         inputs = [i["name"] for i in metadata.get("inputs", [])]
         outputs = [o["name"] for o in metadata.get("outputs", [])]
         if inputs != [TEXT] or PROBABILITIES not in outputs:
-            raise BackendError(f"Triton model '{cfg.model_name}' at {self.client.url} takes {inputs} "
+            raise BackendError(f"Triton model '{triton.model_name}' at {self.client.url} takes {inputs} "
                                f"and gives {outputs}, not {TEXT} -> {PROBABILITIES}; point "
                                "triton.model_name at an ensemble written by finsight triton build")
-        encoder = encoder_for(artifact, settings)
-        served = self.client.model_parameters(f"{cfg.model_name}_tokenizer").get("max_length")
+        encoder = encoder_for(artifact, model)
+        served = self.client.model_parameters(f"{triton.model_name}_tokenizer").get("max_length")
         if served and int(served) != encoder.max_length:
-            raise BackendError(f"Triton's {cfg.model_name}_tokenizer truncates at {served} tokens but "
+            raise BackendError(f"Triton's {triton.model_name}_tokenizer truncates at {served} tokens but "
                                f"{artifact.location} at {encoder.max_length}; pass the model the "
                                "repository was built from")
-        batch_size = min(default_batch_size(settings.predict, "cpu"), cfg.max_batch_size)
-        self._concurrency = cfg.concurrency
+        batch_size = min(default_batch_size(predict, "cpu"), triton.max_batch_size)
+        self._concurrency = triton.concurrency
         self._in_flight: deque[_Pending] = deque()
         super().__init__(encoder=encoder, order=np.arange(len(LABELS)), batch_size=batch_size,
-                         source=f"triton+{self.client.protocol}://{self.client.url}/{cfg.model_name}")
+                         source=f"triton+{self.client.protocol}://{self.client.url}/{triton.model_name}")
 
     def encode(self, texts: Sequence[str]) -> TextEncoded:
         encoded = self.encoder.encode(texts)

@@ -19,8 +19,9 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
 from finsight import __version__
-from finsight.config import parse_rate_limit
+from finsight.config import ServeSettings, Settings, parse_rate_limit
 from finsight.errors import FinsightError
+from finsight.predict.base import Predictor
 from finsight.serve import middleware as mw
 from finsight.serve.batching import Overloaded
 from finsight.serve.metrics import LATENCY_BUCKETS, PREFIX, metrics, render
@@ -65,7 +66,7 @@ def _error(status: int, detail: str, *, headers: dict | None = None, **fields: A
 _TOO_LONG = re.compile(r"Expected `(str|array)` of length <= (\d+)")
 
 
-def _exception_handlers(opts: Any) -> dict:
+def _exception_handlers(opts: ServeSettings) -> dict:
     def validation(request: Request, exc: ValidationException) -> Response:
         for item in exc.extra if isinstance(exc.extra, list) else []:
             match = _TOO_LONG.search(str(item.get("message", "")))
@@ -108,7 +109,7 @@ def _exception_handlers(opts: Any) -> dict:
 # ---------------------------------------------------------------- the app
 
 
-def create_app(settings: Any, predictor: Any, *, service: Service | None = None) -> Litestar:
+def create_app(settings: Settings, predictor: Predictor, *, service: Service | None = None) -> Litestar:
     """The service over ``predictor``: routes, limits, auth, metrics, warm-up and shutdown."""
     opts = settings.serve
     service = service or Service.build(predictor, settings)
@@ -201,7 +202,7 @@ def _routes(types: dict[str, type], needs_key: Any) -> list:
     return [predict, predict_batch, analyze, model, health, ready, metrics_route, page]
 
 
-def _middleware(opts: Any, keys: tuple[str, ...]) -> list:
+def _middleware(opts: ServeSettings, keys: tuple[str, ...]) -> list:
     """Outermost first. Prometheus sits outside auth and rate limiting, and their refusals are
     rendered inside it (errors_as_responses), so 401 and 429 are counted with their codes."""
     middleware: list[Any] = [
@@ -219,7 +220,7 @@ def _middleware(opts: Any, keys: tuple[str, ...]) -> list:
     return middleware
 
 
-def _cors(opts: Any) -> CORSConfig | None:
+def _cors(opts: ServeSettings) -> CORSConfig | None:
     if not opts.cors_origins:
         return None
     return CORSConfig(allow_origins=list(opts.cors_origins), allow_methods=["GET", "POST"],

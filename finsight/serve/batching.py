@@ -14,10 +14,14 @@ import asyncio
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from finsight.predict.base import Predictor
 
 
 class Overloaded(Exception):
@@ -70,14 +74,14 @@ _STOP = object()
 class MicroBatcher:
     """Scores texts from many concurrent requests in shared model calls."""
 
-    def __init__(self, predictor: Any, *, max_batch_size: int, max_wait_ms: float, max_queue: int,
+    def __init__(self, predictor: Predictor, *, max_batch_size: int, max_wait_ms: float, max_queue: int,
                  on_batch: Callable[[int, int], None] | None = None):
         self.predictor = predictor
         self.max_batch_size = int(max_batch_size)
         self.max_wait = float(max_wait_ms) / 1000.0
         self.max_queue = int(max_queue)
         self.on_batch = on_batch  # (texts in the batch, requests in the batch), for metrics
-        self.in_flight = 0  # requests inside a scoring route; the batcher waits only for these
+        self._in_flight = 0  # unanswered predict() and run() calls: a batch waits only for these
         self.model_calls = 0
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
@@ -103,6 +107,11 @@ class MicroBatcher:
     def depth(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
 
+    @property
+    def in_flight(self) -> int:
+        """Calls of :meth:`predict` and :meth:`run` not yet answered."""
+        return self._in_flight
+
     # ------------------------------------------------------------ calls
 
     async def predict(self, texts: Sequence[str]) -> np.ndarray:
@@ -110,17 +119,27 @@ class MicroBatcher:
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not called")
         future = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait(_Item(texts, future))
-        except asyncio.QueueFull:
-            raise Overloaded(self._queue.qsize()) from None
-        return await future
+        with self._counted():
+            try:
+                self._queue.put_nowait(_Item(texts, future))
+            except asyncio.QueueFull:
+                raise Overloaded(self._queue.qsize()) from None
+            return await future
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` on the predictor's thread (never beside a batch)."""
         if self._queue is not None and self._queue.full():
             raise Overloaded(self._queue.qsize())
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        with self._counted():
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @contextmanager
+    def _counted(self) -> Iterator[None]:
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
 
     # ------------------------------------------------------------ the consumer
 
@@ -137,7 +156,7 @@ class MicroBatcher:
             while n < self.max_batch_size:
                 if not queue.empty():
                     item = queue.get_nowait()
-                elif self.in_flight > len(batch) and time.perf_counter() < deadline:
+                elif self._in_flight > len(batch) and time.perf_counter() < deadline:
                     try:
                         item = await asyncio.wait_for(queue.get(), deadline - time.perf_counter())
                     except asyncio.TimeoutError:

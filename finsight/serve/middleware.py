@@ -16,9 +16,12 @@ import re
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from finsight.errors import ConfigError
+
+if TYPE_CHECKING:
+    from finsight.config import ServeSettings
 
 ACCESS_LOGGER = "finsight.serve.access"
 REQUEST_ID = "x-request-id"
@@ -47,7 +50,7 @@ def open_path_patterns(open_paths: Iterable[str]) -> list[str]:
     return patterns
 
 
-def load_api_keys(opts: Any) -> tuple[str, ...]:
+def load_api_keys(opts: ServeSettings) -> tuple[str, ...]:
     """``serve.api_keys`` plus the lines of ``serve.api_keys_file`` (blank lines and # comments skipped)."""
     keys = [k for k in opts.api_keys if k]
     if opts.api_keys_file is not None:

@@ -3,10 +3,13 @@ and are declared in the OpenAPI schema (maxLength, maxItems), so clients see the
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from msgspec import Meta, Struct
+
+if TYPE_CHECKING:
+    from finsight.config import ServeSettings
 
 
 class Probabilities(Struct):
@@ -88,7 +91,7 @@ class ErrorBody(Struct):
     extra: Any = None
 
 
-def request_types(opts: Any) -> dict[str, type]:
+def request_types(opts: ServeSettings) -> dict[str, type]:
     """The request Structs with this server's limits (``serve.*``) built into their schema."""
     text = Annotated[str, Meta(max_length=opts.max_text_chars)]
     texts = Annotated[list[text], Meta(max_length=opts.max_texts_per_request)]

@@ -13,9 +13,15 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from finsight.errors import ConfigError
+from finsight.serve.defaults import for_serving
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+
+    from finsight.config import Settings
 
 SETTINGS_ENV = "FINSIGHT_SERVE_SETTINGS_JSON"  # how worker processes get the parent's settings
 
@@ -43,16 +49,9 @@ def configure_logging() -> None:
         logger.propagate = False
 
 
-def for_serving(settings: Any) -> Any:
-    """Predictor defaults that suit a server: ONNX Runtime threads that do not spin while idle
-    (they would take the cores the event loop needs), unless ``predict.spin_wait`` was set."""
-    if settings.sources.get("predict.spin_wait", "default") == "default":
-        settings.predict.spin_wait = False
-    return settings
-
-
-def build_app(settings: Any):
-    """Load the predictor (``--model`` may be a ``models:/`` ref) and build the app."""
+def build_app(settings: Settings) -> Litestar:
+    """Load the predictor (``--model`` may be a ``models:/`` ref) with the serving defaults
+    (:func:`~finsight.serve.defaults.for_serving`) and build the app."""
     import threading
 
     from finsight.predict import load_predictor
@@ -74,15 +73,26 @@ def build_app(settings: Any):
     return create_app(settings, predictor)
 
 
-def app_from_env():
-    """uvicorn factory for ``serve.workers`` > 1: each worker process loads its own predictor."""
+def share_with_workers(settings: Settings) -> None:
+    """Hand ``settings`` to the worker processes uvicorn starts, sources included: the serving
+    defaults apply only to keys the user left unset, so a worker must know which those are."""
+    os.environ[SETTINGS_ENV] = settings.to_json()
+
+
+def worker_settings() -> Settings:
+    """The settings :func:`share_with_workers` handed over, as the parent had them."""
     from finsight.config import Settings
 
+    return Settings.from_json(os.environ[SETTINGS_ENV])
+
+
+def app_from_env() -> Litestar:
+    """uvicorn factory for ``serve.workers`` > 1: each worker process loads its own predictor."""
     configure_logging()
-    return build_app(Settings.model_validate(json.loads(os.environ[SETTINGS_ENV])))
+    return build_app(worker_settings())
 
 
-def run(settings: Any) -> None:
+def run(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT."""
     try:
         import uvicorn
@@ -98,7 +108,7 @@ def run(settings: Any) -> None:
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         if opts.workers > 1:
-            os.environ[SETTINGS_ENV] = json.dumps(settings.model_dump(mode="json"))
+            share_with_workers(settings)
             uvicorn.run("finsight.serve.server:app_from_env", factory=True, workers=opts.workers, **common)
         else:
             uvicorn.run(build_app(settings), **common)

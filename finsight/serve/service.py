@@ -11,12 +11,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from finsight.artifacts import read_manifest
+from finsight.config import Settings
 from finsight.labels import LABELS
+from finsight.predict.base import Predictor
 from finsight.predict.scores import score_records
 from finsight.serve.batching import MicroBatcher, ScoreCache
 from finsight.serve.metrics import metrics
@@ -30,7 +32,7 @@ def clean(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
     return texts_to_score(texts)
 
 
-def model_info(predictor: Any, settings: Any) -> ModelInfo:
+def model_info(predictor: Predictor, settings: Settings) -> ModelInfo:
     """Name, version and export validation of what ``predictor`` runs.
 
     The version is a digest of the artifact's finsight.json (which, for an export, holds the
@@ -69,26 +71,23 @@ def _probabilities(record: dict) -> Probabilities:
 
 
 @dataclass
-class Service:
+class Service:  # litestar evaluates these annotations (dependency injection): real imports above
     """One predictor behind a micro-batcher and a cache; routes get it by dependency injection."""
 
-    predictor: Any
-    settings: Any
+    predictor: Predictor
+    settings: Settings
     info: ModelInfo
     batcher: MicroBatcher
     cache: ScoreCache
     ready: bool = False
 
     @classmethod
-    def build(cls, predictor: Any, settings: Any) -> "Service":
+    def build(cls, predictor: Predictor, settings: Settings) -> "Service":
+        """The service over ``predictor``, as built (its serving defaults were decided before it
+        was loaded: :func:`finsight.serve.defaults.for_serving`)."""
         opts = settings.serve
         info = model_info(predictor, settings)
         m = metrics()
-        if settings.predict.batch_size is None and str(predictor.device) == "cpu" and \
-                hasattr(predictor, "batch_size"):
-            # A micro-batch mixes lengths; the predictor sorts it and pads per sub-batch, so
-            # small sub-batches pad less (measured 1.6x faster for 32 random headlines, MiniLM int8).
-            predictor.batch_size = opts.model_batch_size
 
         def on_batch(texts: int, requests: int) -> None:
             m["batch_size"].observe(texts)
@@ -136,11 +135,7 @@ class Service:
             m["cache_hits"].inc(hits)
         if todo:
             m["cache_misses"].inc(len(todo))
-            self.batcher.in_flight += 1
-            try:
-                probs = await self.batcher.predict(list(todo))
-            finally:
-                self.batcher.in_flight -= 1
+            probs = await self.batcher.predict(list(todo))
             for (text, where), row in zip(todo.items(), probs):
                 self.cache.put(text, row)
                 for i in where:
@@ -167,12 +162,8 @@ class Service:
                                  n_sentences=0, error=str(error)) for error in errors]
         if not valid:
             return results
-        self.batcher.in_flight += 1
-        try:
-            scored = await self.batcher.run(score_documents, self.predictor, [cleaned[i] for i in valid])
-            probs, batch = scored.probs, scored.batch
-        finally:
-            self.batcher.in_flight -= 1
+        scored = await self.batcher.run(score_documents, self.predictor, [cleaned[i] for i in valid])
+        probs, batch = scored.probs, scored.batch
         for i, record, n in zip(valid, score_records(probs), batch.n_sentences):
             m["predictions"].labels(record["label"]).inc()
             results[i] = DocumentScore(label=record["label"], confidence=record["confidence"],

@@ -41,7 +41,8 @@ def check_repository(repo: str, settings: Any, *, url: str | None = None,
     local = load_predictor(manifest["source"], settings, backend="onnx")
     with _server(manifest["path"], settings, url, step) as server_url:
         settings.triton.url = server_url
-        remote = TritonPredictor(resolve_artifact(manifest["source"], settings), settings)
+        remote = TritonPredictor(resolve_artifact(manifest["source"], settings), settings.predict,
+                                 model=settings.model, triton=settings.triton)
         step(f"sending {len(texts)} texts to '{manifest['name']}' at {server_url}, one by one and batched")
         try:
             single, latencies = [], []
