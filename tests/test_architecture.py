@@ -20,7 +20,8 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 def _lint_imports(cwd: Path, pythonpath: Path) -> subprocess.CompletedProcess:
     """lint-imports with the contract in ``cwd``/pyproject.toml, on the finsight in ``pythonpath``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pythonpath), os.environ.get("PYTHONPATH", "")])}
+    paths = [str(pythonpath), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--no-logo"], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -214,7 +215,9 @@ def test_library_functions_take_typed_settings():
         if where.startswith("finsight/cli/"):
             continue
         for func in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)) or (where, func.name) in NOT_SETTINGS:
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if (where, func.name) in NOT_SETTINGS:
                 continue
             arguments = func.args
             for arg in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]:

@@ -139,18 +139,26 @@ def setting_help(key: str, note: str = "") -> str:
 
 
 def setting_key(param: click.Parameter) -> str | None:
-    """The config key a flag declared with setting() sets, else None."""
-    help_text = getattr(param, "help", None) or ""
-    if not help_text.startswith(_SETTING_HELP):
-        return None
-    return help_text[len(_SETTING_HELP):].partition("\n")[0]
+    """The config key a flag declared with setting() sets (until describe_settings() has filled
+    in its help), else None."""
+    return _declared(param)[0]
 
 
 def describe_settings(command: click.Command) -> None:
+    """Fill in the help of ``command``'s flags declared with setting(); FinsightGroup does it
+    before a command runs or shows its help."""
     for param in command.params:
-        if setting_key(param):
-            key, _, note = param.help[len(_SETTING_HELP):].partition("\n")
+        key, note = _declared(param)
+        if key:
             param.help = setting_help(key, note)
+
+
+def _declared(param: click.Parameter) -> tuple[str | None, str]:
+    help_text = getattr(param, "help", None) or ""
+    if not help_text.startswith(_SETTING_HELP):
+        return None, ""
+    key, _, note = help_text[len(_SETTING_HELP):].partition("\n")
+    return key, note
 
 
 _VALUED = {"--set": "overrides", "-s": "overrides", "--config": "config", "-c": "config"}
