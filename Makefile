@@ -34,6 +34,8 @@ $(TRITON_STAMP): Makefile
 install: $(STAMP) $(TRITON_STAMP)
 
 test: install
+	@$(VENV)/bin/lint-imports --no-cache --no-logo > $(VENV)/lint-imports.log 2>&1 \
+		|| { cat $(VENV)/lint-imports.log; exit 1; }
 	@$(PY) -m pytest -q
 
 test-all: install

@@ -29,7 +29,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from analyze_speed import phrasebank  # noqa: E402  (PhraseBank from ../shared/data or $BENCH_DATA_DIR)
+
+from finsight.triton.server import free_port  # noqa: E402
 
 NAIVE_APP = '''
 import os
@@ -56,12 +57,6 @@ app = Litestar([predict])
 
 def load_average() -> float:
     return round(os.getloadavg()[0], 2)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:

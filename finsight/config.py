@@ -123,7 +123,8 @@ class ExportSettings(Section):
     onnx_exporter: Literal["torchscript", "dynamo"] = Field(
         "torchscript", description="torch.onnx exporter: torchscript (legacy; fuses fully in ORT) or dynamo")
     validate_data: Path | None = Field(
-        None, description="labeled file to validate on; None: run's validation split, else samples")
+        None, description="text file (optional label column) or prep dir to validate on; None: the run's "
+        "validation split, else the bundled sample sentences")
     validate_max_rows: int = Field(512, ge=16, description="rows used for validation")
     max_abs_diff: float = Field(1e-4, ge=0.0, description="fp32/TorchScript gate: max |logit diff|")
     max_abs_diff_fp16: float = Field(1e-2, ge=0.0, description="fp16 gate: max |logit diff|")
@@ -145,12 +146,12 @@ class ExportSettings(Section):
         True, description="int8 fixed recipe (int8_search=false): keep the MatMul after each GELU in fp32")
     int8_reduce_range: bool | None = Field(
         None, description="int8: 7-bit weights; None: on when this CPU lacks VNNI (u8s8 saturation)")
-    out: Path | None = Field(None, description="output dir; None means <model>/../export-<format>")
+    out: Path | None = Field(None, description="output dir; None means <model>/../export-<format>[-fp16|-int8]")
 
 
 class RegistrySettings(Section):
     tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI; None means sqlite:///<workdir>/mlflow.db")
+        None, description="MLflow tracking URI (sqlite:///..., http://host:5000); None means sqlite:///<workdir>/mlflow.db")
     experiment: str = Field("finsight", description="MLflow experiment name")
     model_name: str = Field("finsight-sentiment", description="registered model name (finsight register --name)")
     track_runs: bool = Field(
@@ -200,7 +201,8 @@ class PredictSettings(Section):
     model: str | None = Field(
         None, description="model ref: model/export dir, hub id, models:/name@alias; None: model.name_or_path")
     backend: Literal["auto", "torch", "onnx", "torchscript", "triton"] = Field(
-        "auto", description="auto: an export dir's own format; for a model dir a valid ONNX export beside it on CPU, else torch")
+        "auto", description="auto, torch, onnx, torchscript or triton; auto: an export dir's own format; for a "
+        "model dir a valid ONNX export beside it on CPU, else torch")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1")
     batch_size: int | None = Field(
         None, ge=1, description="texts per inference batch; None: 64 on CPU, 1024 on GPU")
@@ -219,14 +221,15 @@ class AnalyzeSettings(Section):
     text_column: str | None = Field(None, description="text column; None tries common names")
     id_column: str | None = Field(None, description="id column copied to the output")
     keep_columns: list[str] = Field(default_factory=list, description="input columns copied to the output")
-    group_by: list[str] = Field(default_factory=list, description="columns to summarise sentiment by")
+    group_by: list[str] = Field(default_factory=list, description="columns to summarise sentiment by, in <out>.summary.<ext>")
     mode: Literal["sentence", "document"] = Field(
-        "sentence", description="sentence: truncate long texts; document: split and aggregate")
-    write_sentences: bool = Field(False, description="document mode: also write per-sentence rows")
+        "sentence", description="sentence: truncate at model.max_length; document: split, score, aggregate")
+    write_sentences: bool = Field(False, description="document mode: also write per-sentence rows to <out>.sentences.<ext>")
     chunk_rows: int | None = Field(
         None, ge=1, description="rows read per streaming chunk; None: 8192 on CPU, 32768 on a GPU")
     encoding: str | None = Field(None, description="text encoding of the inputs; None: data.encoding, else utf-8")
-    out: Path | None = Field(None, description="output file; None means <workdir>/analyze/<input>.scored.<ext>")
+    out: Path | None = Field(None, description="output file, its format from the suffix (.csv .tsv .jsonl .parquet); None means "
+        "<workdir>/analyze/<input>.scored.<ext>")
 
 
 class PipelineSettings(Section):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +14,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterator
 
+from finsight.triton.server import free_port
+
 START_DEADLINE_S = 90  # ~15 s on an idle 2-core box, ~30 s when it is busy
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def healthy(url: str) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +11,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from finsight.triton.server import free_port
 
 
 def serve_settings(model_dir: Path, **serve: object):
@@ -39,12 +40,6 @@ class Gated:
         if not self.gate.wait(30):
             raise TimeoutError("the test never opened the gate")
         return self.inner.predict(texts)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def metric(text: str, name: str, **labels: str) -> float:

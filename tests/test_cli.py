@@ -91,6 +91,83 @@ def test_python_dash_m_and_console_script():
     assert proc.returncode == 0 and proc.stdout.strip() == f"finsight {__version__}"
 
 
+# ---------------------------------------------------------------- flag help comes from the settings
+
+
+def _commands(command, path=()):
+    """Every leaf command of the click tree with its path, e.g. ('triton', 'build')."""
+    if hasattr(command, "commands"):
+        for name, sub in command.commands.items():
+            yield from _commands(sub, (*path, name))
+    else:
+        yield path, command
+
+
+def test_every_setting_flag_shows_its_keys_description(cli):
+    import typer
+
+    from finsight.cli import app
+    from finsight.cli._app import describe_settings, setting_key
+    from finsight.config import field_info
+
+    seen = 0
+    for path, command in _commands(typer.main.get_command(app)):
+        keys = {param.name: setting_key(param) for param in command.params if setting_key(param)}
+        describe_settings(command)
+        for param in command.params:
+            if param.name in keys:
+                description = field_info(keys[param.name]).description
+                assert description[1:] in param.help and f"({keys[param.name]})" in param.help, \
+                    (path, param.name, param.help)
+                seen += 1
+    assert seen >= 40
+    # What a user reads: the rendered help, wrapped, says the same.
+    shown = " ".join(cli("prep", "--help").stdout.split())
+    assert "Text column; None tries text, sentence, headline, title (data.text_column)." in shown
+
+
+def _flags_setting_keys(tree, keys: set[str]):
+    """(command, parameter, key, the parameter's declaration) for each `{"section.key": ...}` a
+    command builds from one of its parameters."""
+    import ast
+
+    shared = {t.id: node.value for node in tree.body if isinstance(node, ast.Assign)
+              for t in node.targets if isinstance(t, ast.Name)}  # e.g. models.py's _URI
+    for func in ast.walk(tree):
+        if not isinstance(func, ast.FunctionDef):
+            continue
+        args = func.args.args + func.args.kwonlyargs
+        defaults = dict(zip([a.arg for a in args[len(args) - len(func.args.defaults):]], func.args.defaults))
+        defaults.update({a.arg: d for a, d in zip(func.args.kwonlyargs, func.args.kw_defaults)})
+        for mapping in (node for node in ast.walk(func) if isinstance(node, ast.Dict)):
+            for key, value in zip(mapping.keys, mapping.values):
+                if isinstance(key, ast.Constant) and key.value in keys:
+                    for name in {n.id for n in ast.walk(value) if isinstance(n, ast.Name)} & set(defaults):
+                        declared = defaults[name]
+                        if isinstance(declared, ast.Name):
+                            declared = shared.get(declared.id, declared)
+                        yield func.name, name, key.value, declared
+
+
+def test_no_flag_that_sets_a_key_has_hand_written_help():
+    """Every `{"section.key": <flag>}` a command passes to settings() names a flag declared with
+    setting("section.key", ...), so its help cannot re-describe the key in other words."""
+    import ast
+
+    from finsight.config import all_keys
+
+    offenders, checked = [], 0
+    for module in sorted((REPO / "finsight" / "cli").glob("*.py")):
+        tree = ast.parse(module.read_text(encoding="utf-8"))
+        for command, name, key, declared in _flags_setting_keys(tree, set(all_keys())):
+            checked += 1
+            if not (isinstance(declared, ast.Call) and getattr(declared.func, "id", "") == "setting"
+                    and isinstance(declared.args[0], ast.Constant) and declared.args[0].value == key):
+                offenders.append(f"{module.name}:{command} --{name} sets {key}")
+    assert checked >= 40
+    assert not offenders, "declare these flags with setting(KEY, ...): " + "; ".join(offenders)
+
+
 # ---------------------------------------------------------------- README examples run as printed
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,8 @@
-"""A new user's first hour: global options anywhere, hints that work when typed, clear failures.
+"""A new user's first hour: what each failure looks like, grouped by the way it fails.
 
-Every hint that prints a command line is run here as printed (placeholders filled in).
+Global options anywhere; hints that work when typed as printed (placeholders filled in); a
+model that is not there offline; outputs that cannot be written; inputs that are not text
+tables; missing and empty texts; two runs at once; SIGTERM; and output a user can read.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def _labelled_csv(path: Path, labels=("negative", "neutral", "positive"), column
     return path
 
 
-# item 1: --set, --config and -v before or after the command, one precedence
+# ---------------------------------------------------------------- global options
+# --set, --config and -v before or after the command: one precedence, later --set wins
 
 def test_global_options_after_the_command(cli, tmp_path):
     cfg = tmp_path / "c.yaml"
@@ -61,7 +64,8 @@ def test_set_after_train_reaches_the_run(cli, tmp_path):
     assert len(json.loads(result.stdout)["history"]) == 1
 
 
-# item 3: every hint is a command that works as printed
+# ---------------------------------------------------------------- hints
+# every hint that prints a command works when typed as printed
 
 def test_prep_label_map_hint_works_as_printed(cli, tmp_path):
     source = _labelled_csv(tmp_path / "in.csv", labels=("meh", "very bad", "positive"))
@@ -88,7 +92,19 @@ def test_evaluate_hints_work_as_printed_after_the_command(cli, tmp_path, trained
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["n"] == 60
 
 
-# item 5: a hub id that cannot load offline fails at once, everywhere, with one hint
+def test_analyze_encoding_hint_works_as_printed(cli, tmp_path, trained_tiny_model_dir):
+    source = tmp_path / "latin.csv"
+    source.write_bytes("text\nCaf\xe9 chain profit rose 5%\nSales fell in M\xfcnchen\n".encode("latin-1"))
+    args = ["analyze", str(source), "--model", str(trained_tiny_model_dir), "--out", str(tmp_path / "s.csv")]
+    first = cli(*args)
+    assert first.exit_code == 1
+    hint = re.search(r"pass (--set \S+) or re-save", first.stderr).group(1)
+    assert cli(*args, *shlex.split(hint)).exit_code == 0
+    assert len(pd.read_csv(tmp_path / "s.csv")) == 2
+
+
+# ---------------------------------------------------------------- hub offline
+# a hub id that cannot load offline fails at once, in every command, with one hint
 
 def _offline_env(tmp_path, **extra) -> dict:
     import os
@@ -135,7 +151,8 @@ def test_hub_id_offline_same_hint_everywhere(cli, tmp_path, command):
     assert "nobody-here/no-such-model" in errors[0] and "--model DIR" in errors[0], result.stderr
 
 
-# item 2: an unwritable output is one line naming the path and the OS reason, before the work
+# ---------------------------------------------------------------- writability
+# an unwritable output is one line naming the path and the OS reason, before the work
 
 @pytest.mark.parametrize("command", ["prep", "analyze", "export", "train", "evaluate"])
 def test_unwritable_out_is_one_line_before_the_work(cli, tmp_path, command, trained_tiny_model_dir):
@@ -183,7 +200,44 @@ def test_disk_errors_while_writing_become_output_errors(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == []
 
 
-# item 14: one rule for missing and empty texts, the same in prep and analyze
+# ---------------------------------------------------------------- inputs that are not text tables
+# spreadsheets and binary files are named as such, not called encoding problems
+
+def _xlsx(path: Path) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:  # the parts that make a file an .xlsx
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+        archive.writestr("xl/worksheets/sheet1.xml", "<worksheet/>")
+    return path
+
+
+@pytest.mark.parametrize("name", ["headlines.xlsx", "renamed.csv"])
+def test_spreadsheet_is_not_called_an_encoding_problem(cli, tmp_path, name, tiny_model_dir):
+    source = _xlsx(tmp_path / name)
+    for args in (["prep", source, "--out", tmp_path / "o"],
+                 ["prep", source, "--out", tmp_path / "o", "--encoding", "latin-1"],
+                 ["analyze", source, "--model", tiny_model_dir, "--out", tmp_path / "s.csv"]):
+        result = cli(*args)
+        assert result.exit_code == 1
+        line = result.stderr.strip()
+        assert "Excel workbook" in line and "CSV" in line and "Parquet" in line, line
+        assert "utf-8" not in line and "latin-1" not in line and "malformed" not in line, line
+
+
+def test_random_binary_with_latin1_is_binary_not_columns(cli, tmp_path):
+    import random
+
+    source = tmp_path / "blob.csv"
+    source.write_bytes(random.Random(0).randbytes(4096))
+    result = cli("prep", source, "--out", tmp_path / "o", "--encoding", "latin-1")
+    assert result.exit_code == 1
+    assert "binary data" in result.stderr and "has columns" not in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------- missing and empty texts
+# one rule for null markers and zero-width texts, the same in prep and analyze
 
 _ODD_TEXTS = {"NaN": "missing text", " na ": "missing text", "NULL": "missing text", "#N/A": "missing text",
               "\u200b\u200b": "empty text", " \ufeff\u2060 ": "empty text", "Nanotech shares rose": None}
@@ -219,33 +273,8 @@ def test_prep_drops_texts_by_the_same_rule(cli, tmp_path):
     assert not kept["text"].str.casefold().isin({"nan", "na", "null", "#n/a"}).any()
 
 
-# item 11: document labels and mean sentiment shown together, close calls counted and flagged
-
-def test_document_summary_shows_counts_mean_probs_and_close_calls(cli, tmp_path, tiny_model_dir):
-    from finsight.predict.scores import CLOSE_CALL, label_margin
-
-    filings = Path(__file__).resolve().parents[1] / "examples" / "filings.jsonl"
-    out = tmp_path / "docs.jsonl"
-    args = ["analyze", filings, "--model", tiny_model_dir, "--mode", "document", "--out", out]
-    result = cli(*args, "--json")
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
-    docs = pd.read_json(out, lines=True)
-    probs = docs[["p_negative", "p_neutral", "p_positive"]].to_numpy()
-    assert summary["label_counts"] == {label: int((docs["label"] == label).sum()) for label in LABELS}
-    assert summary["mean_probabilities"] == pytest.approx(dict(zip(LABELS, probs.mean(axis=0))), abs=1e-5)
-    assert summary["mean_sentiment"] == pytest.approx(
-        summary["mean_probabilities"]["positive"] - summary["mean_probabilities"]["negative"], abs=1e-5)
-    close = int((label_margin(probs) < CLOSE_CALL).sum())
-    assert summary["close_calls"] == close and close > len(docs) // 2  # an untrained model
-
-    table = cli(*args)
-    assert table.exit_code == 0
-    assert "mean p (neg/neu/pos)" in table.stdout and "close calls" in table.stdout
-    assert f"{close} of {len(docs)} labels lead the runner-up by less than" in table.stderr
-
-
-# items 6 and 12: parallel trainings; a failed start leaves nothing
+# ---------------------------------------------------------------- locks and parallel runs
+# a second training into one --out is refused; parallel first runs create one MLflow store
 
 def test_second_training_into_one_out_is_refused(cli, tmp_path):
     from filelock import FileLock
@@ -262,16 +291,6 @@ def test_second_training_into_one_out_is_refused(cli, tmp_path):
     assert result.exit_code == 1
     assert "another finsight train is writing to" in result.stderr and "--out" in result.stderr
     assert not (out / "checkpoints").exists()
-
-
-def test_failed_start_leaves_no_run_dir(cli, tmp_path):
-    data = tmp_path / "d"
-    assert cli("prep", _labelled_csv(tmp_path / "in.csv"), "--out", data).exit_code == 0
-    out = tmp_path / "runs" / "r1"
-    result = cli("train", "--data", data, "--out", out, "--model", "nobody-here/no-such-model",
-                 "--set", "registry.track_runs=false", env={"HF_HOME": str(tmp_path / "hf")})
-    assert result.exit_code == 1 and "--model DIR" in result.stderr
-    assert not out.exists()
 
 
 _OPEN_RUN = """
@@ -307,53 +326,18 @@ def test_parallel_first_runs_create_the_mlflow_store_once(tmp_path):
     assert len({stdout.strip() for stdout, _ in results}) == len(procs)
 
 
-# items 4 and 13: spreadsheets and binary files are named as such; hints fit the command
+# ---------------------------------------------------------------- failed starts and SIGTERM
+# a failed start leaves no run dir; SIGTERM removes temp files like Ctrl-C
 
-def _xlsx(path: Path) -> Path:
-    import zipfile
+def test_failed_start_leaves_no_run_dir(cli, tmp_path):
+    data = tmp_path / "d"
+    assert cli("prep", _labelled_csv(tmp_path / "in.csv"), "--out", data).exit_code == 0
+    out = tmp_path / "runs" / "r1"
+    result = cli("train", "--data", data, "--out", out, "--model", "nobody-here/no-such-model",
+                 "--set", "registry.track_runs=false", env={"HF_HOME": str(tmp_path / "hf")})
+    assert result.exit_code == 1 and "--model DIR" in result.stderr
+    assert not out.exists()
 
-    with zipfile.ZipFile(path, "w") as archive:  # the parts that make a file an .xlsx
-        archive.writestr("[Content_Types].xml", "<Types/>")
-        archive.writestr("xl/workbook.xml", "<workbook/>")
-        archive.writestr("xl/worksheets/sheet1.xml", "<worksheet/>")
-    return path
-
-
-@pytest.mark.parametrize("name", ["headlines.xlsx", "renamed.csv"])
-def test_spreadsheet_is_not_called_an_encoding_problem(cli, tmp_path, name, tiny_model_dir):
-    source = _xlsx(tmp_path / name)
-    for args in (["prep", source, "--out", tmp_path / "o"],
-                 ["prep", source, "--out", tmp_path / "o", "--encoding", "latin-1"],
-                 ["analyze", source, "--model", tiny_model_dir, "--out", tmp_path / "s.csv"]):
-        result = cli(*args)
-        assert result.exit_code == 1
-        line = result.stderr.strip()
-        assert "Excel workbook" in line and "CSV" in line and "Parquet" in line, line
-        assert "utf-8" not in line and "latin-1" not in line and "malformed" not in line, line
-
-
-def test_random_binary_with_latin1_is_binary_not_columns(cli, tmp_path):
-    import random
-
-    source = tmp_path / "blob.csv"
-    source.write_bytes(random.Random(0).randbytes(4096))
-    result = cli("prep", source, "--out", tmp_path / "o", "--encoding", "latin-1")
-    assert result.exit_code == 1
-    assert "binary data" in result.stderr and "has columns" not in result.stderr, result.stderr
-
-
-def test_analyze_encoding_hint_works_as_printed(cli, tmp_path, trained_tiny_model_dir):
-    source = tmp_path / "latin.csv"
-    source.write_bytes("text\nCaf\xe9 chain profit rose 5%\nSales fell in M\xfcnchen\n".encode("latin-1"))
-    args = ["analyze", str(source), "--model", str(trained_tiny_model_dir), "--out", str(tmp_path / "s.csv")]
-    first = cli(*args)
-    assert first.exit_code == 1
-    hint = re.search(r"pass (--set \S+) or re-save", first.stderr).group(1)
-    assert cli(*args, *shlex.split(hint)).exit_code == 0
-    assert len(pd.read_csv(tmp_path / "s.csv")) == 2
-
-
-# item 7: SIGTERM cleans up like Ctrl-C
 
 def test_sigterm_during_analyze_leaves_no_temp_file(tmp_path, trained_tiny_model_dir):
     import signal
@@ -379,7 +363,60 @@ def test_sigterm_during_analyze_leaves_no_temp_file(tmp_path, trained_tiny_model
     assert list(out_dir.iterdir()) == []
 
 
-# item 9: --help of every command and config show are readable at 80 columns
+# ---------------------------------------------------------------- output
+# document summaries with counts and close calls, epochs counted from 1, no third-party bars
+
+def test_document_summary_shows_counts_mean_probs_and_close_calls(cli, tmp_path, tiny_model_dir):
+    from finsight.predict.scores import CLOSE_CALL, label_margin
+
+    filings = Path(__file__).resolve().parents[1] / "examples" / "filings.jsonl"
+    out = tmp_path / "docs.jsonl"
+    args = ["analyze", filings, "--model", tiny_model_dir, "--mode", "document", "--out", out]
+    result = cli(*args, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    docs = pd.read_json(out, lines=True)
+    probs = docs[["p_negative", "p_neutral", "p_positive"]].to_numpy()
+    assert summary["label_counts"] == {label: int((docs["label"] == label).sum()) for label in LABELS}
+    assert summary["mean_probabilities"] == pytest.approx(dict(zip(LABELS, probs.mean(axis=0))), abs=1e-5)
+    assert summary["mean_sentiment"] == pytest.approx(
+        summary["mean_probabilities"]["positive"] - summary["mean_probabilities"]["negative"], abs=1e-5)
+    close = int((label_margin(probs) < CLOSE_CALL).sum())
+    assert summary["close_calls"] == close and close > len(docs) // 2  # an untrained model
+
+    table = cli(*args)
+    assert table.exit_code == 0
+    assert "mean p (neg/neu/pos)" in table.stdout and "close calls" in table.stdout
+    assert f"{close} of {len(docs)} labels lead the runner-up by less than" in table.stderr
+
+
+def test_epochs_count_from_one_everywhere(cli, tmp_path):
+    import mlflow
+
+    data = tmp_path / "d"
+    assert cli("prep", _labelled_csv(tmp_path / "in.csv"), "--out", data).exit_code == 0
+    out = tmp_path / "run"
+    result = cli("train", "--data", data, "--out", out, "--model", "tiny", "--set", "train.max_epochs=2",
+                 "--set", f"workdir={tmp_path / 'w'}", "--set", "model.tiny_layers=1",
+                 "--set", "train.early_stopping_patience=0")
+    assert result.exit_code == 0, result.output
+    assert "run run" not in result.stdout and "finsight train: run" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [row["epoch"] for row in metrics["history"]] == [1, 2]
+    assert (out / "checkpoints" / f"best-epoch{metrics['best_epoch']}.ckpt").is_file()
+    client = mlflow.MlflowClient(f"sqlite:///{(tmp_path / 'w' / 'mlflow.db').resolve()}")
+    epochs = {m.value for m in client.get_metric_history(metrics["mlflow_run_id"], "epoch")}
+    assert epochs == {1.0, 2.0}
+
+
+def test_export_prints_no_loading_bar(cli, tmp_path, trained_tiny_model_dir):
+    result = cli("export", trained_tiny_model_dir, "--out", tmp_path / "x", "--no-optimize")
+    assert result.exit_code == 0, result.output
+    assert "Loading weights" not in result.stderr and "%|" not in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------- 80 columns
+# --help of every command and config show are readable at 80 columns
 
 def _command_paths(command, prefix=()):
     yield prefix
@@ -411,7 +448,8 @@ def test_help_and_config_show_fit_80_columns(cli):
     assert starts == set(all_keys())  # every key whole, at the start of its own line
 
 
-# item 10: the demo ends with commands that point at what it wrote
+# ---------------------------------------------------------------- the demo
+# its next steps point at what it wrote
 
 def test_demo_next_steps_point_at_the_demo_outputs(monkeypatch):
     from finsight.config import load_settings
@@ -431,31 +469,3 @@ def test_demo_next_steps_point_at_the_demo_outputs(monkeypatch):
     assert re.search(r"analyze \S+ --model \$M ", steps) and re.search(r"serve --model \$M", steps)
     readme = (root / "README.md").read_text()
     assert f"sqlite:///{db}" in readme and model in readme
-
-
-# item 8: one epoch numbering (from 1) in the table, metrics.json, checkpoint names and MLflow;
-# no third-party progress bars
-
-def test_epochs_count_from_one_everywhere(cli, tmp_path):
-    import mlflow
-
-    data = tmp_path / "d"
-    assert cli("prep", _labelled_csv(tmp_path / "in.csv"), "--out", data).exit_code == 0
-    out = tmp_path / "run"
-    result = cli("train", "--data", data, "--out", out, "--model", "tiny", "--set", "train.max_epochs=2",
-                 "--set", f"workdir={tmp_path / 'w'}", "--set", "model.tiny_layers=1",
-                 "--set", "train.early_stopping_patience=0")
-    assert result.exit_code == 0, result.output
-    assert "run run" not in result.stdout and "finsight train: run" in result.stdout
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert [row["epoch"] for row in metrics["history"]] == [1, 2]
-    assert (out / "checkpoints" / f"best-epoch{metrics['best_epoch']}.ckpt").is_file()
-    client = mlflow.MlflowClient(f"sqlite:///{(tmp_path / 'w' / 'mlflow.db').resolve()}")
-    epochs = {m.value for m in client.get_metric_history(metrics["mlflow_run_id"], "epoch")}
-    assert epochs == {1.0, 2.0}
-
-
-def test_export_prints_no_loading_bar(cli, tmp_path, trained_tiny_model_dir):
-    result = cli("export", trained_tiny_model_dir, "--out", tmp_path / "x", "--no-optimize")
-    assert result.exit_code == 0, result.output
-    assert "Loading weights" not in result.stderr and "%|" not in result.stderr, result.stderr

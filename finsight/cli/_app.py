@@ -103,6 +103,7 @@ class FinsightGroup(HelpGroup):
         leaf, depth = cmd, 0
         while isinstance(leaf, TyperGroup) and depth < len(rest) and rest[depth] in leaf.commands:
             leaf, depth = leaf.commands[rest[depth]], depth + 1
+        describe_settings(leaf)
         own = {opt for param in leaf.params for opt in (*param.opts, *param.secondary_opts)}
         kept = rest[:depth]
         late = _late_globals(ctx, rest[depth:], own, kept)
@@ -114,6 +115,50 @@ class FinsightGroup(HelpGroup):
                 ctx.fail(f"--config given twice ({before} and {late['config']}); pass one")
             ctx.params["config"] = late["config"]
         return name, cmd, kept
+
+
+# The help of a flag declared with setting() until describe_settings() fills it in: the settings
+# model is imported only for the command that runs (importing it for every `finsight --help`
+# would double that command's time).
+_SETTING_HELP = "finsight-setting:"
+
+
+def setting(key: str, *flags: str, note: str = "", **kw: Any) -> Any:
+    """A flag that sets config key ``key``: its help is that key's description in
+    finsight/config.py, so ``--help`` and configs/default.yaml cannot disagree. ``note`` adds
+    what only the flag has (repeatable, comma-separated); the flag's default is "not given"."""
+    return typer.Option(None, *flags, help=f"{_SETTING_HELP}{key}\n{note}", **kw)
+
+
+def setting_help(key: str, note: str = "") -> str:
+    """'text column; None tries ...' -> 'Text column; None tries ... (data.text_column).'"""
+    from finsight.config import field_info
+
+    text = field_info(key).description
+    return f"{text[:1].upper()}{text[1:]}{'; ' + note if note else ''} ({key})."
+
+
+def setting_key(param: click.Parameter) -> str | None:
+    """The config key a flag declared with setting() sets (until describe_settings() has filled
+    in its help), else None."""
+    return _declared(param)[0]
+
+
+def describe_settings(command: click.Command) -> None:
+    """Fill in the help of ``command``'s flags declared with setting(); FinsightGroup does it
+    before a command runs or shows its help."""
+    for param in command.params:
+        key, note = _declared(param)
+        if key:
+            param.help = setting_help(key, note)
+
+
+def _declared(param: click.Parameter) -> tuple[str | None, str]:
+    help_text = getattr(param, "help", None) or ""
+    if not help_text.startswith(_SETTING_HELP):
+        return None, ""
+    key, _, note = help_text[len(_SETTING_HELP):].partition("\n")
+    return key, note
 
 
 _VALUED = {"--set": "overrides", "-s": "overrides", "--config": "config", "-c": "config"}

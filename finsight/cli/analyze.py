@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from finsight.cli._app import app, err, out, print_json, settings
+from finsight.cli._app import app, err, out, print_json, setting, settings
 
 
 def _names(values: Optional[List[str]]) -> Optional[list[str]]:
@@ -23,24 +23,19 @@ def analyze(
     ctx: typer.Context,
     inputs: List[Path] = typer.Argument(
         ..., metavar="FILE", help="CSV/TSV/JSONL/JSON/Parquet files, scored in order."),
-    out_file: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Output file; format from the suffix (.csv .tsv .jsonl .parquet)."),
-    model: Optional[str] = typer.Option(
-        None, "--model", "-m", help="Model dir, export dir, hub id or models:/name@alias."),
-    backend: Optional[str] = typer.Option(
-        None, "--backend", "-b", help="auto, torch, onnx, torchscript or triton."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column holding the text."),
-    id_column: Optional[str] = typer.Option(None, "--id-column", help="Id column copied to the output."),
-    keep_columns: Optional[List[str]] = typer.Option(
-        None, "--keep-columns", "-k", help="Input columns copied to the output (repeat or comma-separate)."),
-    group_by: Optional[List[str]] = typer.Option(
-        None, "--group-by", "-g", help="Also write <out>.summary.<ext> per group (repeat or comma-separate)."),
-    mode: Optional[str] = typer.Option(
-        None, "--mode", help="sentence: truncate at model.max_length; document: split, score, aggregate."),
-    sentences: Optional[bool] = typer.Option(
-        None, "--sentences/--no-sentences", help="Document mode: also write <out>.sentences.<ext>."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Texts per inference batch."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1."),
+    out_file: Optional[Path] = setting("analyze.out", "--out", "-o"),
+    model: Optional[str] = setting("predict.model", "--model", "-m"),
+    backend: Optional[str] = setting("predict.backend", "--backend", "-b"),
+    text_column: Optional[str] = setting("analyze.text_column", "--text-column"),
+    id_column: Optional[str] = setting("analyze.id_column", "--id-column"),
+    keep_columns: Optional[List[str]] = setting(
+        "analyze.keep_columns", "--keep-columns", "-k", note="repeat or comma-separate"),
+    group_by: Optional[List[str]] = setting(
+        "analyze.group_by", "--group-by", "-g", note="repeat or comma-separate"),
+    mode: Optional[str] = setting("analyze.mode", "--mode"),
+    sentences: Optional[bool] = setting("analyze.write_sentences", "--sentences/--no-sentences"),
+    batch_size: Optional[int] = setting("predict.batch_size", "--batch-size"),
+    device: Optional[str] = setting("predict.device", "--device"),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
     """Score every row: label, confidence, p_negative/p_neutral/p_positive, sentiment = P(pos) - P(neg)."""

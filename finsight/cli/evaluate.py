@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from finsight.cli._app import app, out, print_json, settings, verbose
+from finsight.cli._app import app, out, print_json, setting, settings, verbose
 
 @app.command("evaluate")
 def evaluate(
@@ -18,8 +18,7 @@ def evaluate(
         None, "--data", "-d",
         help="A `finsight prep` dir or a labeled file; default: the prep dir the model was trained on."),
     split: str = typer.Option("test", "--split", help="Split of a prep dir to score."),
-    backend: Optional[str] = typer.Option(
-        None, "--backend", "-b", help="auto, torch, onnx, ... (predict.backend)."),
+    backend: Optional[str] = setting("predict.backend", "--backend", "-b"),
     out_dir: Optional[Path] = typer.Option(
         None, "--out", "-o", help="Output dir; default <workdir>/eval/<model name>-<split>.", file_okay=False),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),

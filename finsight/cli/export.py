@@ -10,7 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from finsight.cli._app import app, err, out, print_json, settings
+from finsight.cli._app import app, err, out, print_json, setting, settings
 
 if TYPE_CHECKING:
     from finsight.export.quantize import SearchSummary
@@ -20,20 +20,13 @@ if TYPE_CHECKING:
 def export(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="Trained model dir (e.g. <run>/model) or hub id."),
-    fmt: Optional[Literal["onnx", "torchscript"]] = typer.Option(
-        None, "--format", help="Artifact format (export.format)."),
-    quantize: Optional[Literal["none", "int8"]] = typer.Option(
-        None, "--quantize", help="Dynamic int8 quantization, ONNX only (export.quantize)."),
-    optimize: Optional[bool] = typer.Option(
-        None, "--optimize/--no-optimize", help="ONNX Runtime attention/LayerNorm/GELU fusion (export.optimize)."),
-    fp16: Optional[bool] = typer.Option(
-        None, "--fp16/--no-fp16", help="Convert the ONNX graph to fp16 for GPUs (export.fp16)."),
-    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (export.opset)."),
-    validate_data: Optional[Path] = typer.Option(
-        None, "--validate-data", help="Text file (optional label column) or prep dir to validate on "
-        "[export.validate_data]; default: the run's validation split, else bundled samples."),
-    out_dir: Optional[Path] = typer.Option(
-        None, "--out", help="Artifact dir (export.out); default <model>/../export-<format>[-int8]."),
+    fmt: Optional[Literal["onnx", "torchscript"]] = setting("export.format", "--format"),
+    quantize: Optional[Literal["none", "int8"]] = setting("export.quantize", "--quantize"),
+    optimize: Optional[bool] = setting("export.optimize", "--optimize/--no-optimize"),
+    fp16: Optional[bool] = setting("export.fp16", "--fp16/--no-fp16"),
+    opset: Optional[int] = setting("export.opset", "--opset"),
+    validate_data: Optional[Path] = setting("export.validate_data", "--validate-data"),
+    out_dir: Optional[Path] = setting("export.out", "--out"),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest (with the validation report) as JSON."),
 ) -> None:
     """Export a model to ONNX (optimised, fp16, int8) or TorchScript; validate it on real text.

@@ -8,13 +8,13 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from finsight.cli._app import app, out, print_json, settings
+from finsight.cli._app import app, out, print_json, setting, settings
 
 models_app = typer.Typer(help="Registered models: list versions, move an alias, pull a copy.",
                          no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-_URI = typer.Option(None, "--tracking-uri", help="MLflow store (registry.tracking_uri).")
+_URI = setting("registry.tracking_uri", "--tracking-uri")
 
 
 @models_app.command("list", short_help="Registered versions, aliases and their figures.")

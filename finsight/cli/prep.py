@@ -8,7 +8,7 @@ from typing import Any, List, Literal, Optional
 import typer
 from rich.table import Table
 
-from finsight.cli._app import app, out, print_json, settings
+from finsight.cli._app import app, out, print_json, setting, settings
 
 Format = Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "phrasebank", "hf"]
 
@@ -19,43 +19,26 @@ def prep(
     inputs: Optional[List[str]] = typer.Argument(
         None, metavar="INPUT",
         help="Labeled files, saved HF dataset dirs or hub names; optional with --split-from-files."),
-    out_dir: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Output dir (data.out; default <workdir>/data/<first input>).",
-        file_okay=False),
-    fmt: Optional[Format] = typer.Option(None, "--format", help="Input format (data.format)."),
-    text_column: Optional[str] = typer.Option(
-        None, "--text-column",
-        help="Text column; default: text, sentence, headline or title (data.text_column)."),
-    label_column: Optional[str] = typer.Option(
-        None, "--label-column", help="Label column; default: label or sentiment (data.label_column)."),
-    label_map: Optional[List[str]] = typer.Option(
-        None, "--label-map", metavar="SRC=DST",
-        help="Map a source label onto negative|neutral|positive; repeatable (data.label_map)."),
-    keep_columns: Optional[List[str]] = typer.Option(
-        None, "--keep-column", metavar="COL", help="Copy an input column into the splits; "
-        "repeatable (data.keep_columns)."),
-    encoding: Optional[str] = typer.Option(
-        None, "--encoding",
-        help="Input encoding, e.g. latin-1; default utf-8, latin-1 for PhraseBank (data.encoding)."),
-    val_size: Optional[float] = typer.Option(
-        None, "--val-size", help="Validation fraction, 0 for none (data.val_size)."),
-    test_size: Optional[float] = typer.Option(
-        None, "--test-size", help="Test fraction, 0 for none (data.test_size)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the stratified split (data.seed)."),
-    split_from_files: Optional[List[str]] = typer.Option(
-        None, "--split-from-files", metavar="SPLIT=FILE",
-        help="Use pre-split inputs (train, validation, test); repeatable (data.split_from_files)."),
-    conflict_rule: Optional[Literal["majority", "drop"]] = typer.Option(
-        None, "--conflict-rule",
-        help="Same text with different labels: keep the majority label or drop it (data.conflict_rule)."),
-    remove_urls: Optional[bool] = typer.Option(
-        None, "--remove-urls/--keep-urls", help="Strip URLs while cleaning (data.remove_urls).",
-        show_default=False),
-    remove_html: Optional[bool] = typer.Option(
-        None, "--remove-html/--keep-html", help="Strip HTML tags and entities (data.remove_html).",
-        show_default=False),
-    tokenizer: Optional[str] = typer.Option(
-        None, "--tokenizer", help="Tokenizer dir for token-length stats (data.tokenizer)."),
+    out_dir: Optional[Path] = setting("data.out", "--out", "-o", file_okay=False),
+    fmt: Optional[Format] = setting("data.format", "--format"),
+    text_column: Optional[str] = setting("data.text_column", "--text-column"),
+    label_column: Optional[str] = setting("data.label_column", "--label-column"),
+    label_map: Optional[List[str]] = setting(
+        "data.label_map", "--label-map", metavar="SRC=DST", note="repeatable"),
+    keep_columns: Optional[List[str]] = setting(
+        "data.keep_columns", "--keep-column", metavar="COL", note="repeatable"),
+    encoding: Optional[str] = setting("data.encoding", "--encoding"),
+    val_size: Optional[float] = setting("data.val_size", "--val-size"),
+    test_size: Optional[float] = setting("data.test_size", "--test-size"),
+    seed: Optional[int] = setting("data.seed", "--seed"),
+    split_from_files: Optional[List[str]] = setting(
+        "data.split_from_files", "--split-from-files", metavar="SPLIT=FILE", note="repeatable"),
+    conflict_rule: Optional[Literal["majority", "drop"]] = setting("data.conflict_rule", "--conflict-rule"),
+    remove_urls: Optional[bool] = setting(
+        "data.remove_urls", "--remove-urls/--keep-urls", show_default=False),
+    remove_html: Optional[bool] = setting(
+        "data.remove_html", "--remove-html/--keep-html", show_default=False),
+    tokenizer: Optional[str] = setting("data.tokenizer", "--tokenizer"),
     as_json: bool = typer.Option(False, "--json", help="Print the data card as JSON."),
 ) -> None:
     """Clean, deduplicate and split labeled text into leakage-free Parquet splits."""

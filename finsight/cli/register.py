@@ -7,19 +7,17 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Table
 
-from finsight.cli._app import app, err, out, print_json, settings
+from finsight.cli._app import app, err, out, print_json, setting, settings
 
 
 @app.command("register")
 def register(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="A train output (<run>/model or <run>) or an export directory."),
-    name: Optional[str] = typer.Option(
-        None, "--name", "-n", help="Registered model name (registry.model_name)."),
+    name: Optional[str] = setting("registry.model_name", "--name", "-n"),
     aliases: Optional[List[str]] = typer.Option(
         None, "--alias", "-a", help="Point this alias at the new version, e.g. champion; repeatable."),
-    tracking_uri: Optional[str] = typer.Option(
-        None, "--tracking-uri", help="MLflow store: sqlite:///..., http://host:5000 (registry.tracking_uri)."),
+    tracking_uri: Optional[str] = setting("registry.tracking_uri", "--tracking-uri"),
     as_json: bool = typer.Option(False, "--json", help="Print the new version as JSON."),
 ) -> None:
     """Register a model or export dir as a new version (an MLflow pyfunc model), checked first.

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from finsight.cli._app import app, err, out, print_json, settings, verbose
+from finsight.cli._app import app, err, out, print_json, setting, settings, verbose
 
 
 @app.command("train")
@@ -16,11 +16,8 @@ def train(
     ctx: typer.Context,
     data: Optional[Path] = typer.Option(
         None, "--data", "-d", help="A `finsight prep` output dir; default: data.out.", file_okay=False),
-    model: Optional[str] = typer.Option(
-        None, "--model", "-m", help="Hub id, local HF dir or 'tiny' (model.name_or_path)."),
-    out_dir: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Run dir (train.out; default <workdir>/runs/<run name>).",
-        file_okay=False),
+    model: Optional[str] = setting("model.name_or_path", "--model", "-m"),
+    out_dir: Optional[Path] = setting("train.out", "--out", "-o", file_okay=False),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's metrics as JSON."),
 ) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Literal, Optional
 import typer
 from rich.table import Table
 
-from finsight.cli._app import app, err, out, print_json, settings
+from finsight.cli._app import app, err, out, print_json, setting, settings
 
 triton_app = typer.Typer(help="Triton Inference Server: build a model repository, check it in a real server.",
                          no_args_is_help=True)
@@ -20,18 +20,13 @@ def build(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="ONNX export dir, model dir with a valid ONNX export beside it, "
                                 "or models:/name@alias."),
-    repo: Optional[Path] = typer.Option(
-        None, "--repo", help="Repository dir (triton.repository); default <workdir>/triton."),
-    name: Optional[str] = typer.Option(None, "--name", help="Ensemble name (triton.model_name)."),
-    max_batch_size: Optional[int] = typer.Option(
-        None, "--max-batch-size", help="max_batch_size of every model (triton.max_batch_size)."),
-    instances: Optional[int] = typer.Option(
-        None, "--instances", help="Classifier instances (triton.instances)."),
-    kind: Optional[Literal["cpu", "gpu"]] = typer.Option(
-        None, "--kind", help="Classifier instance kind (triton.kind)."),
-    classifier_backend: Optional[Literal["onnxruntime", "python"]] = typer.Option(
-        None, "--classifier-backend", help="onnxruntime (Triton's ORT backend) or python "
-        "(onnxruntime in the python backend) (triton.classifier_backend)."),
+    repo: Optional[Path] = setting("triton.repository", "--repo"),
+    name: Optional[str] = setting("triton.model_name", "--name"),
+    max_batch_size: Optional[int] = setting("triton.max_batch_size", "--max-batch-size"),
+    instances: Optional[int] = setting("triton.instances", "--instances"),
+    kind: Optional[Literal["cpu", "gpu"]] = setting("triton.kind", "--kind"),
+    classifier_backend: Optional[Literal["onnxruntime", "python"]] = setting(
+        "triton.classifier_backend", "--classifier-backend"),
     as_json: bool = typer.Option(False, "--json", help="Print the repository manifest as JSON."),
 ) -> None:
     """Write a Triton repository: tokenizer, ONNX classifier, postprocess and an ensemble taking raw text."""
@@ -62,12 +57,10 @@ def build(
 @triton_app.command("check", short_help="Serve the repository and compare with ONNX.")
 def check(
     ctx: typer.Context,
-    repo: Optional[Path] = typer.Option(
-        None, "--repo", help="Repository dir (triton.repository); default <workdir>/triton."),
+    repo: Optional[Path] = setting("triton.repository", "--repo"),
     url: Optional[str] = typer.Option(
         None, "--url", help="Use the server at host:port instead of starting a tritonserver here."),
-    protocol: Optional[Literal["http", "grpc"]] = typer.Option(
-        None, "--protocol", help="http or grpc (triton.protocol)."),
+    protocol: Optional[Literal["http", "grpc"]] = setting("triton.protocol", "--protocol"),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Serve the repository in a real tritonserver, send real texts, compare with the local ONNX predictor.
