@@ -127,7 +127,7 @@ def output_path(first_input: Path, settings: Settings) -> Path:
         return Path(settings.analyze.out)
     fmt = detect_format(first_input, settings.data.format)
     ext = fmt if fmt in WRITE_FORMATS else "parquet"
-    return default_path(settings, "analyze", f"{first_input.stem}.scored.{ext}")
+    return default_path(settings.workdir, "analyze", f"{first_input.stem}.scored.{ext}")
 
 
 def sidecar_path(out: Path, kind: str) -> Path:

@@ -363,7 +363,7 @@ class Settings(BaseSettings):
             return uri
         from finsight.paths import mlflow_db
 
-        return f"sqlite:///{mlflow_db(self)}"
+        return f"sqlite:///{mlflow_db(self.workdir)}"
 
 
 def section_names() -> list[str]:

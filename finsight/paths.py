@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 LAYOUT = {"data": "data", "run": "runs", "eval": "eval", "export": "exports", "analyze": "analyze"}
 
 
-def default_path(settings: Any, kind: str, name: str) -> Path:
+def default_path(workdir: str | Path, kind: str, name: str) -> Path:
     """``<workdir>/<kind's folder>/<name>``."""
-    return Path(settings.workdir) / LAYOUT[kind] / name
+    return Path(workdir) / LAYOUT[kind] / name
 
 
-def mlflow_db(settings: Any) -> Path:
-    return (Path(settings.workdir) / "mlflow.db").resolve()
+def mlflow_db(workdir: str | Path) -> Path:
+    return (Path(workdir) / "mlflow.db").resolve()
 
 
 def safe_name(text: str, fallback: str = "model") -> str:

@@ -90,10 +90,10 @@ def default_out_dir(source: Source, settings: Settings, fmt: str, precision: str
     ``<workdir>/exports``."""
     suffix = "" if precision == "fp32" else f"-{precision}"
     if str(source.ref).startswith(REGISTRY_PREFIX):  # its path is the registry cache: not there
-        return default_path(settings, "export", f"{safe_name(source.ref.removeprefix(REGISTRY_PREFIX))}-{fmt}{suffix}")
+        return default_path(settings.workdir, "export", f"{safe_name(source.ref.removeprefix(REGISTRY_PREFIX))}-{fmt}{suffix}")
     if source.path is not None:
         return source.path.parent / f"export-{fmt}{suffix}"
-    return default_path(settings, "export", f"{source.name}-{fmt}{suffix}")
+    return default_path(settings.workdir, "export", f"{source.name}-{fmt}{suffix}")
 
 
 def check_valid(manifest: dict[str, Any], *, force: bool = False, where: str | Path = "") -> None:

@@ -16,7 +16,7 @@ from finsight.labels import LABEL2ID, LABELS
 from finsight.paths import default_path, safe_name
 from finsight.results import EvalResult
 from finsight.quiet import quiet
-from finsight.train import QUIET_LOGGERS, QUIET_WARNINGS
+from finsight.train.noise import QUIET_LOGGERS, QUIET_WARNINGS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,7 +58,7 @@ def evaluate(model_ref: str | Path, settings: Settings, *, data: str | Path | No
         "loss": mean_log_loss(probs, y_true),
         "seconds": round(seconds, 3), "texts_per_s": round(len(frame) / seconds, 1) if seconds else None,
     }
-    out_dir = Path(out) if out else default_path(settings, "eval", f"{model_name(model_ref)}-{split}")
+    out_dir = Path(out) if out else default_path(settings.workdir, "eval", f"{model_name(model_ref)}-{split}")
     metrics["out"] = str(out_dir.resolve())
     _write(out_dir, metrics)
     return EvalResult.from_metrics(metrics)

@@ -26,7 +26,7 @@ from finsight.errors import ConfigError
 from finsight.paths import default_path, safe_name
 from finsight.results import TrainResult
 from finsight.quiet import quiet
-from finsight.train import QUIET_LOGGERS, QUIET_WARNINGS
+from finsight.train.noise import QUIET_LOGGERS, QUIET_WARNINGS
 
 if TYPE_CHECKING:
     from finsight.config import Settings
@@ -61,7 +61,7 @@ def run_paths(settings: Settings, *, resume: bool) -> RunPaths:
         raise ConfigError("--resume needs the run to continue: pass its --out DIR "
                           "(or set train.run_name)")
     name = cfg.run_name or (Path(cfg.out).name if cfg.out else _default_name(settings.model.name_or_path))
-    paths = RunPaths(name=name, out=Path(cfg.out) if cfg.out else default_path(settings, "run", name))
+    paths = RunPaths(name=name, out=Path(cfg.out) if cfg.out else default_path(settings.workdir, "run", name))
     if resume and not paths.last.is_file():
         raise ConfigError(f"nothing to resume: {paths.last} not found; train without --resume first")
     if not resume and (paths.last.is_file() or (paths.out / "model").exists()):
