@@ -37,7 +37,7 @@ def write_model_manifest(model_dir: Path, **extra) -> None:
 def registry(tmp_path_factory, trained_tiny_model_dir):
     """A sqlite registry with the tiny model (v1, alias champion) and its ONNX export (v2)."""
     from finsight.config import load_settings
-    from finsight.registry import register_model
+    from finsight.publish import register_model
     from finsight.train import evaluate
 
     root = tmp_path_factory.mktemp("registry")

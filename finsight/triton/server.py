@@ -30,9 +30,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from finsight.errors import BackendError
+
+if TYPE_CHECKING:
+    from finsight.config import Settings
 
 BUNDLE = Path("pytriton") / "tritonserver"
 STOP_TIMEOUT_S = 15
@@ -59,7 +62,7 @@ def default_server_env() -> Path:
     return Path(f"{sys.prefix}-triton")
 
 
-def find_server(settings: Any) -> ServerInstall:
+def find_server(settings: Settings) -> ServerInstall:
     """A tritonserver on PATH, else the one in ``triton.server_env``'s nvidia-pytriton."""
     on_path = shutil.which("tritonserver")
     python_env = settings.triton.server_env or default_server_env()
@@ -108,7 +111,7 @@ def free_port() -> int:
 class TritonServer:
     """A tritonserver process on a model repository; ``with TritonServer(...) as server:``."""
 
-    def __init__(self, repository: str | Path, settings: Any, *, log_verbose: int = 0):
+    def __init__(self, repository: str | Path, settings: Settings, *, log_verbose: int = 0):
         self.repository = Path(repository).resolve()
         self.install = find_server(settings)
         self.start_timeout_s = float(settings.triton.start_timeout_s)
