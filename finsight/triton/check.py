@@ -21,7 +21,7 @@ from finsight.results import TritonCheckResult
 from finsight.triton.repository import read_repository
 
 if TYPE_CHECKING:
-    from finsight.config import Settings
+    from finsight.config import Settings, TritonSettings
 
 
 def check_repository(repo: str, settings: Settings, *, url: str | None = None,
@@ -59,7 +59,7 @@ def check_repository(repo: str, settings: Settings, *, url: str | None = None,
         finally:
             remote.client.close()
     reference = local.predict(texts)
-    return _report(manifest, settings, server_url, url is None, texts, reference,
+    return _report(manifest, settings.triton, server_url, url is None, texts, reference,
                    {"1": np.concatenate(single), str(len(texts)): batched},
                    latencies, batch_s, int(local.encode(texts).truncated.sum()))
 
@@ -77,13 +77,13 @@ def _server(repo: str, settings: Settings, url: str | None, step: Callable[[str]
         yield server.url(settings.triton.protocol)
 
 
-def _report(manifest: dict[str, Any], settings: Settings, server_url: str, started: bool,
+def _report(manifest: dict[str, Any], triton: TritonSettings, server_url: str, started: bool,
             texts: list[str], reference: np.ndarray, results: dict[str, np.ndarray],
             latencies: list[float], batch_s: float, truncated: int) -> TritonCheckResult:
     from finsight.predict.scores import label_ids
 
     int8 = manifest.get("source_precision") == "int8"
-    limit = float(settings.triton.max_abs_diff_int8 if int8 else settings.triton.max_abs_diff)
+    limit = float(triton.max_abs_diff_int8 if int8 else triton.max_abs_diff)
     ref_labels = label_ids(reference)
     by_batch = {}
     for size, probs in results.items():
@@ -97,7 +97,7 @@ def _report(manifest: dict[str, Any], settings: Settings, server_url: str, start
     ms = np.asarray(latencies) * 1e3
     return TritonCheckResult(
         repository=manifest["path"], model=manifest["name"], source=manifest["source"],
-        server=server_url, protocol=settings.triton.protocol, started_server=started,
+        server=server_url, protocol=triton.protocol, started_server=started,
         rows=len(texts), truncated_rows=truncated, by_batch_size=by_batch,
         max_abs_diff=max_diff, max_abs_diff_limit=limit,
         max_abs_diff_key="triton.max_abs_diff_int8" if int8 else "triton.max_abs_diff",
