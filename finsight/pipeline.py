@@ -17,9 +17,12 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from finsight.errors import ConfigError, FinsightError
+
+if TYPE_CHECKING:
+    from finsight.config import Settings
 
 STATE_FILE = "state.json"
 
@@ -28,7 +31,7 @@ STATE_FILE = "state.json"
 class Context:
     """What the stages share: settings, and each finished stage's outputs."""
 
-    settings: Any
+    settings: Settings
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -45,8 +48,10 @@ class Stage:
     keys: tuple[str, ...]  # config sections or dotted keys whose values the stage depends on
     needs: tuple[str, ...]  # stages whose outputs it reads
     run: Callable[[Context], dict[str, Any]]  # returns {"outputs": {...}, "summary": {...}}
+    # One line from a summary (a fresh one or the one recorded when the stage last ran).
+    describe: Callable[[dict[str, Any]], str] = lambda summary: ", ".join(f"{k} {v}" for k, v in summary.items())
     inputs: Callable[[Context], list[Path]] = lambda ctx: []  # files whose contents it depends on
-    enabled: Callable[[Any], bool | str] = lambda settings: True  # a string: why it is off
+    enabled: Callable[[Settings], bool | str] = lambda settings: True  # a string: why it is off
 
 
 @dataclass
@@ -57,6 +62,12 @@ class StageReport:
     seconds: float = 0.0
     summary: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """The stage's result in one line; why it did not run when it did not."""
+        if self.status in ("failed", "not run", "disabled"):
+            return self.reason
+        return _stage(self.name).describe(self.summary)
 
 
 @dataclass
@@ -85,10 +96,8 @@ def _prep(ctx: Context) -> dict[str, Any]:
 
     data = ctx.settings.data.model_copy(update={"out": ctx.workdir / "data" / ctx.settings.pipeline.name})
     result = prepare(_inputs(ctx), data, workdir=ctx.workdir, max_length=ctx.settings.model.max_length)
-    card = result.as_dict()
     return {"outputs": {"data_dir": str(result.out)},
-            "summary": {"rows_in": result.rows_in, "rows_out": result.rows_out,
-                        "splits": {name: split["rows"] for name, split in card["splits"].items()}}}
+            "summary": {"rows_in": result.rows_in, "rows_out": result.rows_out, "splits": result.splits}}
 
 
 def _train(ctx: Context) -> dict[str, Any]:
@@ -113,7 +122,7 @@ def _evaluate(ctx: Context) -> dict[str, Any]:
                       split="test", out=out)
     return {"outputs": {"eval_dir": str(result.out)},
             "summary": {"accuracy": round(result.accuracy, 4), "macro_f1": round(result.macro_f1, 4),
-                        "rows": result.record["n"]}}
+                        "rows": result.rows}}
 
 
 def _export(ctx: Context) -> dict[str, Any]:
@@ -125,15 +134,14 @@ def _export(ctx: Context) -> dict[str, Any]:
                   "export.quantize": "int8" if precision == "int8" else "none",
                   "export.fp16": precision == "fp16"}
         result = export_model(ctx.path("train", "model_dir"), _with(ctx.settings, update))
-        report = result.record["validation"]["outputs"][0]
         outputs[f"onnx_{precision}"] = str(result.out)
-        summary[precision] = {"valid": result.valid, "size_mb": result.record["size_mb"],
-                              "agreement": report["agreement"], "max_abs_diff": report["max_abs_diff"]}
+        summary[precision] = {"valid": result.valid, "size_mb": result.size_mb,
+                              "agreement": result.agreement, "max_abs_diff": result.max_abs_diff}
     return {"outputs": outputs, "summary": summary}
 
 
 def _register(ctx: Context) -> dict[str, Any]:
-    from finsight.registry.register import register_model
+    from finsight.publish import register_model
 
     exports = ctx.outputs["export"]
     preferred = next((exports[f"onnx_{p}"] for p in ("int8", "fp32", "fp16") if f"onnx_{p}" in exports), None)
@@ -142,19 +150,19 @@ def _register(ctx: Context) -> dict[str, Any]:
                           "pipeline.export_precisions")
     alias = ctx.settings.pipeline.alias
     created = register_model(preferred, ctx.settings, aliases=[alias] if alias else [])
-    return {"outputs": {"source": created["source"]},
-            "summary": {"name": created["name"], "version": created["version"], "aliases": created["aliases"],
-                        "model_uri": created["model_uri"], "precision": created["precision"],
-                        "tracking_uri": created["tracking_uri"]}}
+    return {"outputs": {"source": created.source},
+            "summary": {"name": created.name, "version": created.version, "aliases": created.aliases,
+                        "model_uri": created.model_uri, "precision": created.precision,
+                        "tracking_uri": created.tracking_uri}}
 
 
 def _triton(ctx: Context) -> dict[str, Any]:
     from finsight.triton.repository import build_repository
 
-    manifest = build_repository(str(ctx.path("train", "model_dir")), ctx.settings)
-    return {"outputs": {"repository": manifest["path"]},
-            "summary": {"models": manifest["models"], "classifier_backend": manifest["classifier_backend"],
-                        "source_precision": manifest["source_precision"]}}
+    built = build_repository(str(ctx.path("train", "model_dir")), ctx.settings)
+    return {"outputs": {"repository": str(built.out)},
+            "summary": {"models": built.models, "classifier_backend": built.classifier_backend,
+                        "source_precision": built.source_precision}}
 
 
 def _analyze(ctx: Context) -> dict[str, Any]:
@@ -180,15 +188,52 @@ def _inputs(ctx: Context) -> list[Path]:
     return inputs
 
 
+# ---------------------------------------------------------------- one line per stage
+
+
+def _describe_prep(s: dict[str, Any]) -> str:
+    return f"{s['rows_in']} rows in, {s['rows_out']} out; " + ", ".join(
+        f"{name} {rows}" for name, rows in s["splits"].items())
+
+
+def _describe_train(s: dict[str, Any]) -> str:
+    return (f"best epoch {s['best_epoch']}: val accuracy {s.get('val_accuracy', 0):.4f}, "
+            f"macro-F1 {s.get('val_macro_f1', 0):.4f}")
+
+
+def _describe_evaluate(s: dict[str, Any]) -> str:
+    return f"test accuracy {s['accuracy']:.4f}, macro-F1 {s['macro_f1']:.4f} ({s['rows']} rows)"
+
+
+def _describe_export(s: dict[str, Any]) -> str:
+    return "; ".join(f"{precision} {'valid' if e['valid'] else 'INVALID'} {e['size_mb']:.1f} MB, "
+                     f"agreement {e['agreement']:.2%}" for precision, e in s.items())
+
+
+def _describe_register(s: dict[str, Any]) -> str:
+    aliases = "".join(f" @{alias}" for alias in s["aliases"])
+    return f"{s['name']} version {s['version']}{aliases} ({s['precision']})"
+
+
+def _describe_triton(s: dict[str, Any]) -> str:
+    return f"{len(s['models'])} models ({s['classifier_backend']} classifier, {s['source_precision']} export)"
+
+
+def _describe_analyze(s: dict[str, Any]) -> str:
+    return "; ".join(f"{name}: {a['rows']} rows ({a['backend']}), mean sentiment "
+                     f"{a['mean_sentiment'] if a['mean_sentiment'] is None else round(a['mean_sentiment'], 4)}"
+                     for name, a in s.items())
+
+
 STAGES: list[Stage] = [
-    Stage("prep", ("data", "pipeline.name", "pipeline.inputs"), (), _prep, inputs=_inputs),
-    Stage("train", ("model", "train"), ("prep",), _train),
-    Stage("evaluate", ("predict",), ("train", "prep"), _evaluate),
-    Stage("export", ("export", "pipeline.export_precisions"), ("train",), _export),
-    Stage("register", ("registry", "pipeline.alias"), ("export",), _register),
-    Stage("triton", ("triton",), ("export",), _triton),
+    Stage("prep", ("data", "pipeline.name", "pipeline.inputs"), (), _prep, _describe_prep, inputs=_inputs),
+    Stage("train", ("model", "train"), ("prep",), _train, _describe_train),
+    Stage("evaluate", ("predict",), ("train", "prep"), _evaluate, _describe_evaluate),
+    Stage("export", ("export", "pipeline.export_precisions"), ("train",), _export, _describe_export),
+    Stage("register", ("registry", "pipeline.alias"), ("export",), _register, _describe_register),
+    Stage("triton", ("triton",), ("export",), _triton, _describe_triton),
     Stage("analyze", ("predict", "analyze", "pipeline.analyze_inputs"), ("train", "export"), _analyze,
-          inputs=lambda ctx: [Path(p) for p in ctx.settings.pipeline.analyze_inputs],
+          _describe_analyze, inputs=lambda ctx: [Path(p) for p in ctx.settings.pipeline.analyze_inputs],
           enabled=lambda settings: bool(settings.pipeline.analyze_inputs) or "no pipeline.analyze_inputs"),
 ]
 
@@ -197,10 +242,14 @@ def stage_names() -> list[str]:
     return [stage.name for stage in STAGES]
 
 
+def _stage(name: str) -> Stage:
+    return next(stage for stage in STAGES if stage.name == name)
+
+
 # ---------------------------------------------------------------- running
 
 
-def run_pipeline(settings: Any, *, start: str | None = None, stop: str | None = None,
+def run_pipeline(settings: Settings, *, start: str | None = None, stop: str | None = None,
                  on_stage: Callable[[StageReport], None] | None = None) -> PipelineReport:
     """Run the stages in order (``start``..``stop``); return the report, failures included.
 
@@ -334,7 +383,7 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
     atomic_write_json(path, state)
 
 
-def _with(settings: Any, updates: dict[str, Any]) -> Any:
+def _with(settings: Settings, updates: dict[str, Any]) -> Settings:
     """A copy of ``settings`` with dotted keys replaced (validated like any other value)."""
     copy = settings.model_copy(deep=True)
     for dotted, value in updates.items():

@@ -161,7 +161,7 @@ def test_torchscript_validates_and_reloads(torchscript, run_dir, unseen):
 
 
 def test_failed_gate_exits_1_reports_and_marks_invalid(run_dir, tmp_path):
-    from finsight.export import check_valid
+    from finsight.model import resolve_artifact
     from finsight.predict import load_predictor
 
     out = tmp_path / "strict"
@@ -181,9 +181,10 @@ def test_failed_gate_exits_1_reports_and_marks_invalid(run_dir, tmp_path):
     assert gate["passed"] is False and gate["value"] > 0 and gate["limit"] == 0
     assert gate["value"] <= 1e-4 and manifest["exporter"] == "dynamo"  # a correct export, strict gate
     assert manifest["validation"]["data"]["kind"] == "samples"  # no --validate-data, no recorded split
-    with pytest.raises(ModelError, match="predict.force"):
-        check_valid(manifest, where=out)
-    check_valid(manifest, force=True)
+    artifact = resolve_artifact(str(out))
+    with pytest.raises(ModelError, match=r"failed its validation .*max abs diff .*predict\.force"):
+        artifact.require_valid()
+    artifact.require_valid(force=True)
     with pytest.raises(ModelError, match="predict.force"):
         load_predictor(str(out), load_settings())
     assert load_predictor(str(out), load_settings(flags={"predict.force": True})).name == "onnx"

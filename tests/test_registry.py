@@ -2,6 +2,7 @@
 
 One module-scoped registry holds the trained tiny model (version 1, with an evaluate output
 beside it) and its ONNX export (version 2); the tests list, alias, resolve, pull and load it.
+Each test starts from the same aliases (champion -> 1, nothing else), whatever ran before it.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ def write_model_manifest(model_dir: Path, **extra) -> None:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, trained_tiny_model_dir):
+def registry_store(tmp_path_factory, trained_tiny_model_dir):
     """A sqlite registry with the tiny model (v1, alias champion) and its ONNX export (v2)."""
     from finsight.config import load_settings
-    from finsight.registry import register_model
+    from finsight.publish import register_model
     from finsight.train import evaluate
 
     root = tmp_path_factory.mktemp("registry")
@@ -54,14 +55,27 @@ def registry(tmp_path_factory, trained_tiny_model_dir):
             "versions": (first, second), "uri": settings.tracking_uri()}
 
 
+@pytest.fixture
+def registry(registry_store):
+    """The registry with its aliases as registered: champion -> 1 and no other."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(registry_store["uri"], registry_store["uri"])
+    for alias in dict(client.get_registered_model(NAME).aliases or {}):
+        client.delete_registered_model_alias(NAME, alias)
+    client.set_registered_model_alias(NAME, "champion", "1")
+    return registry_store
+
+
 def _cli_args(registry) -> list[str]:
     return ["--set", f"workdir={registry['root'] / 'work'}", "--set", "predict.num_threads=1"]
 
 
 def test_versions_are_listed_with_their_tags(cli, registry):
     first, second = registry["versions"]
-    assert (first["version"], second["version"]) == (1, 2)
-    assert first["model_uri"] == f"models:/{NAME}/1" and not first["training_run_linked"]
+    assert (first.version, second.version) == (1, 2)
+    assert first.model_uri == f"models:/{NAME}/1" and not first.training_run_linked
+    assert first.aliases == ["champion"] and second.aliases == []
     result = cli(*_cli_args(registry), "models", "list", "--name", NAME, "--json")
     assert result.exit_code == 0, result.stderr
     rows = {row["version"]: row for row in json.loads(result.stdout)}
@@ -218,3 +232,27 @@ def test_export_from_a_registered_version(cli, registry):
     assert out == (registry["root"] / "work" / "exports" / f"{NAME}-1-onnx").resolve()
     assert manifest["valid"] and manifest["source_sha256"] == directory_sha256(registry["model"])
     assert not list((registry["root"] / "work" / "registry-cache").glob("*/*/*/export-*"))
+
+
+def test_a_registry_ref_without_mlflow_is_one_line(cli, monkeypatch, tmp_path):
+    """The serving image has no mlflow: a models:/ ref there names what to install (the slow
+    tests/test_deploy_install.py builds that install for real)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    (tmp_path / "in.csv").write_text("text\nProfit rose.\n")
+    result = cli("analyze", tmp_path / "in.csv", "--model", "models:/finsight-sentiment@prod")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["error: cannot resolve models:/finsight-sentiment@prod: the model registry needs mlflow, "
+                     "which this install lacks; pip install mlflow, or pass a model or export directory"], \
+        result.stderr
+
+
+def test_a_registry_ref_needs_settings():
+    from finsight.errors import ModelError
+    from finsight.model import resolve_artifact
+
+    with pytest.raises(ModelError, match="registry.tracking_uri"):
+        resolve_artifact("models:/x@prod")

@@ -26,7 +26,7 @@ def test_spark_udf_scores_like_load_predictor(tmp_path, trained_tiny_model_dir, 
     from finsight.config import load_settings
     from finsight.predict import load_predictor
     from finsight.predict.scores import PROB_COLUMNS
-    from finsight.registry import register_model
+    from finsight.publish import register_model
 
     settings = load_settings(overrides=[f"workdir={tmp_path / 'work'}", f"registry.model_name={NAME}",
                                         "predict.num_threads=1"])

@@ -101,9 +101,9 @@ def test_failure_reason_prefers_the_models_that_failed_to_load():
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, trained_tiny_model_dir):
-    """A model dir with a valid ONNX export beside it, its repository (built by the CLI from the
-    model dir), and a running tritonserver on that repository."""
+def built(tmp_path_factory, trained_tiny_model_dir):
+    """A model dir with a valid ONNX export beside it, and its repository (built by the CLI from
+    the model dir); no server."""
     from typer.testing import CliRunner
 
     from finsight.cli import app
@@ -115,11 +115,15 @@ def served(tmp_path_factory, trained_tiny_model_dir):
     result = CliRunner().invoke(app, ["triton", "build", str(root / "model"), "--repo", str(repo),
                                       "--classifier-backend", "python", "--json"])
     assert result.exit_code == 0, result.output
-    manifest = json.loads(result.stdout)
-    server = TritonServer(repo, load_settings())
+    return {"root": root, "repo": repo, "export": root / "export-onnx", "manifest": json.loads(result.stdout)}
+
+
+@pytest.fixture(scope="module")
+def served(built):
+    """``built``, and a running tritonserver on its repository."""
+    server = TritonServer(built["repo"], load_settings())
     with server:
-        yield {"root": root, "repo": repo, "export": root / "export-onnx", "manifest": manifest,
-               "server": server}
+        yield built | {"server": server}
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +132,9 @@ def texts():
     return list(SAMPLE_SENTENCES)
 
 
-def test_build_writes_the_repository_from_the_export_beside_the_model(served):
-    manifest, repo = served["manifest"], served["repo"]
-    assert manifest["source"] == str(served["export"].resolve())
+def test_build_writes_the_repository_from_the_export_beside_the_model(built):
+    manifest, repo = built["manifest"], built["repo"]
+    assert manifest["source"] == str(built["export"].resolve())
     assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == manifest["models"]
     for model in manifest["models"]:
         parse_config((repo / model / "config.pbtxt").read_text(), where=model)
@@ -181,10 +185,10 @@ def test_the_ensemble_takes_raw_text_and_gives_probabilities_and_label(served, t
     client.close()
 
 
-def test_rebuilding_under_another_name_leaves_only_the_new_models(cli, served, tmp_path):
+def test_rebuilding_under_another_name_leaves_only_the_new_models(cli, built, tmp_path):
     repo = tmp_path / "repo"
     for name in ("first", "second"):
-        result = cli("triton", "build", served["export"], "--repo", repo, "--name", name)
+        result = cli("triton", "build", built["export"], "--repo", repo, "--name", name)
         assert result.exit_code == 0, result.output
     assert sorted(p.name for p in repo.iterdir() if p.is_dir()) == [
         "second", "second_model", "second_postprocess", "second_tokenizer"]
@@ -231,28 +235,28 @@ def test_triton_check_passes_and_stops_its_server(cli, served):
     assert "pass" in result.stdout
 
 
-def test_a_dead_url_is_one_clear_error(cli, served, tmp_path):
+def test_a_dead_url_is_one_clear_error(cli, built, tmp_path):
     (tmp_path / "in.csv").write_text("text\nProfit rose.\n")
     for protocol in ("http", "grpc"):
         result = cli("--set", f"triton.url=127.0.0.1:{free_port()}", "--set", f"triton.protocol={protocol}",
-                     "analyze", tmp_path / "in.csv", "--model", served["export"], "--backend", "triton")
+                     "analyze", tmp_path / "in.csv", "--model", built["export"], "--backend", "triton")
         assert result.exit_code == 1
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "no Triton server answers at 127.0.0.1:" in lines[0], result.stderr
         assert "Traceback" not in result.output
 
 
-def test_a_model_that_fails_to_load_fails_the_check_with_the_servers_reason(cli, served, tmp_path):
+def test_a_model_that_fails_to_load_fails_the_check_with_the_servers_reason(cli, built, tmp_path):
     broken = tmp_path / "broken"
-    shutil.copytree(served["repo"], broken)
+    shutil.copytree(built["repo"], broken)
     (broken / "finsight_model" / "1" / "model.onnx").write_bytes(b"not an onnx graph")
     result = cli("triton", "check", "--repo", broken)
     assert result.exit_code == 1
     assert "failed to load 'finsight_model'" in result.stderr and "model.onnx" in result.stderr
 
 
-def test_server_stops_by_pid_with_its_python_stubs(served):
-    server = TritonServer(served["repo"], load_settings())
+def test_server_stops_by_pid_with_its_python_stubs(built):
+    server = TritonServer(built["repo"], load_settings())
     with server:
         assert server_ready(server.http_url)
         pid = server.pid
@@ -269,18 +273,21 @@ def test_a_missing_server_env_is_a_backend_error(tmp_path, monkeypatch):
         TritonServer(tmp_path, settings)
 
 
-def test_a_non_finsight_repository_is_refused(cli, served, tmp_path):
+# The refusals come before any server would start: they need the export, not a tritonserver.
+
+
+def test_a_non_finsight_repository_is_refused(cli, built, tmp_path):
     (tmp_path / "repo").mkdir()
     result = cli("triton", "check", "--repo", tmp_path / "repo")
     assert result.exit_code == 1 and "finsight triton build" in result.stderr
     (tmp_path / "repo" / "other.txt").write_text("x")
-    result = cli("triton", "build", served["export"], "--repo", tmp_path / "repo")
+    result = cli("triton", "build", built["export"], "--repo", tmp_path / "repo")
     assert result.exit_code == 1 and "was not written by finsight" in result.stderr
     assert not (tmp_path / "repo" / "finsight").exists()
 
 
-def test_a_model_dir_without_an_export_is_refused(cli, served, tmp_path):
-    shutil.copytree(served["root"] / "model", tmp_path / "alone" / "model")
+def test_a_model_dir_without_an_export_is_refused(cli, built, tmp_path):
+    shutil.copytree(built["root"] / "model", tmp_path / "alone" / "model")
     result = cli("triton", "build", tmp_path / "alone" / "model", "--repo", tmp_path / "repo")
     assert result.exit_code == 1 and "finsight export" in result.stderr
     assert not (tmp_path / "repo").exists()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
 
 from finsight.cli._app import app, out, print_json, setting, settings
+
+if TYPE_CHECKING:
+    from finsight.results import ModelVersion
 
 models_app = typer.Typer(help="Registered models: list versions, move an alias, pull a copy.",
                          no_args_is_help=True)
@@ -29,28 +32,27 @@ def list_(
 
     rows = list_versions(settings(ctx, {"registry.tracking_uri": tracking_uri}), name=name)
     if as_json:
-        print_json(rows)
+        print_json([row.as_dict() for row in rows])
     elif not rows:
         out.print("no registered models (register one with `finsight register MODEL`)")
     else:
         out.print(_table(rows))
 
 
-def _table(rows: list[dict[str, Any]]) -> Table:
+def _table(rows: list[ModelVersion]) -> Table:
     table = Table(title="registered models", title_justify="left")
     table.add_column("name", no_wrap=True)
     table.add_column("v", justify="right")
     for column in ("aliases", "artifact", "checked", "eval", "created"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        validation = row["validation"]
-        artifact = f"{row['format']} {row['precision']}" + {"true": " valid", "false": " INVALID"}.get(
-            row["valid"] or "", "")
-        checked = (_figures(validation, agreement="agree", max_abs_diff="|diff|") if validation
-                   else _figures(row["train"], val_macro_f1="val F1"))
-        table.add_row(row["name"], str(row["version"]), ", ".join(row["aliases"]) or "-", artifact,
-                      checked or "-", _figures(row["eval"], macro_f1="F1", accuracy="acc") or "-",
-                      row["created"][:16].replace("T", " "))
+        artifact = f"{row.format} {row.precision}" + {"true": " valid", "false": " INVALID"}.get(
+            row.valid or "", "")
+        checked = (_figures(row.validation, agreement="agree", max_abs_diff="|diff|") if row.validation
+                   else _figures(row.train, val_macro_f1="val F1"))
+        table.add_row(row.name, str(row.version), ", ".join(row.aliases) or "-", artifact,
+                      checked or "-", _figures(row.eval, macro_f1="F1", accuracy="acc") or "-",
+                      row.created[:16].replace("T", " "))
     return table
 
 
@@ -77,12 +79,13 @@ def alias(
     """Point ALIAS at VERSION (roll back by pointing it at the previous version again)."""
     from finsight.registry import set_alias
 
-    result = set_alias(settings(ctx, {"registry.tracking_uri": tracking_uri}), name, version, alias_name)
+    result = set_alias(name, settings(ctx, {"registry.tracking_uri": tracking_uri}), version=version,
+                       alias=alias_name)
     if as_json:
-        print_json(result)
+        print_json(result.as_dict())
         return
-    before = "unset" if result["previous"] is None else f"version {result['previous']}"
-    out.print(f"{result['model_uri']}: {before} -> version {result['version']}")
+    before = "unset" if result.previous is None else f"version {result.previous}"
+    out.print(f"{result.model_uri}: {before} -> version {result.version}")
 
 
 @models_app.command("pull", short_help="Copy a registered version into a directory.")
@@ -96,9 +99,9 @@ def pull(
     """Copy a registered version into a directory any finsight command (or serve host) can load."""
     from finsight.registry import pull_model
 
-    result = pull_model(ref, settings(ctx, {"registry.tracking_uri": tracking_uri}), out_dir)
+    result = pull_model(ref, settings(ctx, {"registry.tracking_uri": tracking_uri}), out=out_dir)
     if as_json:
-        print_json(result)
+        print_json(result.as_dict())
     else:
-        out.print(f"pulled {ref} (version {result['version']} of '{result['name']}', "
-                  f"{result['format']}) into {result['out']}")
+        out.print(f"pulled {ref} (version {result.version} of '{result.name}', "
+                  f"{result.format}) into {result.out}")

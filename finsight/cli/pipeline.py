@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.table import Table
@@ -56,34 +56,6 @@ def _table(report) -> Table:
         table.add_column(column, overflow="fold", justify="right" if column == "seconds" else "left")
     for stage in report.stages:
         table.add_row(stage.name, f"[{_STYLE[stage.status]}]{stage.status}[/]",
-                      f"{stage.seconds:.1f}" if stage.status == "ran" else "-", _result(stage))
+                      f"{stage.seconds:.1f}" if stage.status == "ran" else "-", stage.describe())
     table.caption = f"{report.seconds:.1f} s in all"
     return table
-
-
-def _result(stage) -> str:
-    summary: dict[str, Any] = stage.summary
-    if stage.status in ("failed", "not run", "disabled"):
-        return stage.reason
-    if stage.name == "prep":
-        return f"{summary['rows_in']} rows in, {summary['rows_out']} out; " + ", ".join(
-            f"{name} {rows}" for name, rows in summary["splits"].items())
-    if stage.name == "train":
-        return (f"best epoch {summary['best_epoch']}: val accuracy {summary.get('val_accuracy', 0):.4f}, "
-                f"macro-F1 {summary.get('val_macro_f1', 0):.4f}")
-    if stage.name == "evaluate":
-        return f"test accuracy {summary['accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f} ({summary['rows']} rows)"
-    if stage.name == "export":
-        return "; ".join(f"{precision} {'valid' if s['valid'] else 'INVALID'} {s['size_mb']:.1f} MB, "
-                         f"agreement {s['agreement']:.2%}" for precision, s in summary.items())
-    if stage.name == "register":
-        aliases = "".join(f" @{alias}" for alias in summary["aliases"])
-        return f"{summary['name']} version {summary['version']}{aliases} ({summary['precision']})"
-    if stage.name == "triton":
-        return f"{len(summary['models'])} models ({summary['classifier_backend']} classifier, " \
-               f"{summary['source_precision']} export)"
-    if stage.name == "analyze":
-        return "; ".join(f"{name}: {s['rows']} rows ({s['backend']}), mean sentiment "
-                         f"{s['mean_sentiment'] if s['mean_sentiment'] is None else round(s['mean_sentiment'], 4)}"
-                         for name, s in summary.items())
-    return ", ".join(f"{k} {v}" for k, v in summary.items())

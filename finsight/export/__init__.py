@@ -4,7 +4,7 @@ Every artifact directory holds the model file, the tokenizer files, ``config.jso
 and a ``finsight.json`` manifest (see finsight/artifacts.py) with the validation report. An
 export whose validation fails is still written, marked ``valid: false``, and
 :func:`export_model` raises :class:`~finsight.errors.ExportValidationError`; loaders refuse it
-(:func:`check_valid`) unless forced.
+(:meth:`finsight.model.Artifact.require_valid`) unless forced.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from finsight.artifacts import MANIFEST, check_output_dir, file_hashes, read_manifest, remove_stale, write_manifest
-from finsight.errors import ExportValidationError, ModelError
+from finsight.errors import ExportValidationError
 from finsight.export.onnx import OnnxExporter
 from finsight.export.torchscript import TorchScriptExporter
 from finsight.model import formats
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from finsight.config import Settings
     from finsight.export.source import Source
 
-__all__ = ["EXPORTERS", "check_valid", "default_out_dir", "export_model"]
+__all__ = ["EXPORTERS", "default_out_dir", "export_model"]
 
 # The one table of formats: each knows its precision rules, how to build its file and how
 # to run it back for validation.
@@ -94,18 +94,6 @@ def default_out_dir(source: Source, settings: Settings, fmt: str, precision: str
     if source.path is not None:
         return source.path.parent / f"export-{fmt}{suffix}"
     return default_path(settings.workdir, "export", f"{source.name}-{fmt}{suffix}")
-
-
-def check_valid(manifest: dict[str, Any], *, force: bool = False, where: str | Path = "") -> None:
-    """For loaders: refuse an export whose validation failed, unless ``force``."""
-    if manifest.get("kind") != "export" or manifest.get("valid") or force:
-        return
-    from finsight.artifacts import failed_gates
-
-    report = manifest.get("validation") or {}
-    reason = "; ".join(failed_gates(report)) if report.get("gates") else "no validation report"
-    raise ModelError(f"export {where or manifest.get('path', '')} failed validation ({reason}); "
-                     "re-export it, or pass --set predict.force=true to use it anyway")
 
 
 def _manifest(source, exporter, precision: str, fields: dict[str, Any], report: dict[str, Any],

@@ -5,8 +5,8 @@ resolves it here, so a path, an export dir, a hub id and a ``models:/`` registry
 same thing everywhere; every text is tokenized by one :class:`Encoder`.
 """
 
-from finsight.model.ref import REGISTRY_PREFIX, Artifact, find_export, resolve_artifact, source_model
+from finsight.model.ref import REGISTRY_PREFIX, Artifact, resolve_artifact, source_model
 from finsight.model.tokenizer import INPUT_NAMES, Encoded, Encoder, load_tokenizer
 
-__all__ = ["INPUT_NAMES", "REGISTRY_PREFIX", "Artifact", "Encoded", "Encoder", "find_export",
-           "load_tokenizer", "resolve_artifact", "source_model"]
+__all__ = ["INPUT_NAMES", "REGISTRY_PREFIX", "Artifact", "Encoded", "Encoder", "load_tokenizer",
+           "resolve_artifact", "source_model"]

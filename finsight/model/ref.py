@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finsight.artifacts import directory_sha256, read_manifest
+from finsight.artifacts import directory_sha256, failed_gates, read_manifest
 from finsight.errors import ModelError
 from finsight.labels import canonical_order
+from finsight.registry.refs import REGISTRY_PREFIX
 
-REGISTRY_PREFIX = "models:/"
+if TYPE_CHECKING:
+    from finsight.config import Settings
 
 
 @dataclass
@@ -58,9 +60,50 @@ class Artifact:
         """``order[j]``: the logit index of canonical label ``LABELS[j]``."""
         return canonical_order(self.raw_labels(), source=self.location)
 
+    def require_valid(self, *, force: bool = False, forcible: bool = True) -> None:
+        """Refuse an export whose validation failed, unless ``force``; ``forcible`` False (register)
+        offers no way round it."""
+        if not self.is_export or self.manifest.get("valid", False) or force:
+            return
+        report = self.manifest.get("validation") or {}
+        reason = "; ".join(failed_gates(report)) if report.get("gates") else "no validation report"
+        fix = ("re-export it, or pass --set predict.force=true to use it anyway" if forcible
+               else "re-export it (an invalid export cannot be registered)")
+        raise ModelError(f"export {self.path} failed its validation (finsight.json valid=false: {reason}); {fix}")
 
-def resolve_artifact(ref: str, settings: Any = None) -> Artifact:
-    """Classify ``ref``; ``models:/name@alias`` goes through the model registry."""
+    def export_beside(self, fmt: str) -> "Artifact | None":
+        """A valid ``fmt`` export of this model beside it (``<model>/../export-<fmt>*``); int8 first.
+
+        Only exports whose ``source_sha256`` matches the model's current contents count, so a
+        retrained model never silently runs an old export.
+        """
+        if self.path is None:
+            return None
+        candidates = []
+        for directory in sorted(self.path.parent.glob(f"export-{fmt}*")):
+            manifest = read_manifest(directory) or {}
+            if manifest.get("kind") == "export" and manifest.get("format") == fmt and manifest.get("valid"):
+                candidates.append((directory, manifest))
+        if not candidates:
+            return None
+        digest = directory_sha256(self.path)
+        matching = [(d, m) for d, m in candidates if m.get("source_sha256") == digest]
+        matching.sort(key=lambda dm: dm[1].get("precision") != "int8")
+        if not matching:
+            return None
+        directory, manifest = matching[0]
+        return Artifact(ref=str(directory), path=directory.resolve(), format=fmt, manifest=manifest)
+
+    def in_format(self, fmt: str) -> "Artifact | None":
+        """This artifact when it is a ``fmt`` export, else (a model dir) the export beside it."""
+        if self.format == fmt:
+            return self
+        return self.export_beside(fmt) if self.format == "hf" else None
+
+
+def resolve_artifact(ref: str, settings: Settings | None = None) -> Artifact:
+    """Classify ``ref``; ``models:/name@alias`` goes through the model registry (which needs
+    ``settings`` for its store)."""
     if ref.startswith(REGISTRY_PREFIX):
         ref = _resolve_registry(ref, settings)
     path = Path(ref).expanduser()
@@ -80,7 +123,7 @@ def resolve_artifact(ref: str, settings: Any = None) -> Artifact:
                          "(org/name) or models:/NAME@ALIAS")
     from finsight import hub
 
-    hub.check_available(ref, getattr(getattr(settings, "model", None), "revision", None))
+    hub.check_available(ref, settings.model.revision if settings is not None else None)
     return Artifact(ref=ref, path=None, format="hf")
 
 
@@ -89,13 +132,13 @@ def looks_like_path(ref: str) -> bool:
     return ref.startswith((".", "/", "~")) or ref.count("/") > 1 or "\\" in ref
 
 
-def _resolve_registry(ref: str, settings: Any) -> str:
+def _resolve_registry(ref: str, settings: Settings | None) -> str:
     """The local directory of a registered model version (the registry's job)."""
-    try:
-        from finsight.registry import resolve_model_uri  # type: ignore[attr-defined]
-    except ImportError:
-        raise ModelError(f"cannot resolve {ref}: the model registry is not available in this "
-                         "install; pass a model or export directory instead") from None
+    if settings is None:
+        raise ModelError(f"cannot resolve {ref} without settings: the registry's store is "
+                         "registry.tracking_uri; pass the settings along with the ref")
+    from finsight.registry import resolve_model_uri
+
     return str(resolve_model_uri(ref, settings))
 
 
@@ -119,30 +162,6 @@ def _config_labels(artifact: Artifact) -> list[str]:
         return [str(id2label[k]) for k in sorted(id2label, key=int)]
     except (TypeError, ValueError):
         raise ModelError(f"{artifact.location}: config.json id2label keys are not integers") from None
-
-
-def find_export(model: Artifact, fmt: str) -> Artifact | None:
-    """A valid ``fmt`` export of ``model`` beside it (``<model>/../export-<fmt>*``); int8 first.
-
-    Only exports whose ``source_sha256`` matches the model's current contents count, so a
-    retrained model never silently runs an old export.
-    """
-    if model.path is None:
-        return None
-    candidates = []
-    for directory in sorted(model.path.parent.glob(f"export-{fmt}*")):
-        manifest = read_manifest(directory) or {}
-        if manifest.get("kind") == "export" and manifest.get("format") == fmt and manifest.get("valid"):
-            candidates.append((directory, manifest))
-    if not candidates:
-        return None
-    digest = directory_sha256(model.path)
-    matching = [(d, m) for d, m in candidates if m.get("source_sha256") == digest]
-    matching.sort(key=lambda dm: dm[1].get("precision") != "int8")
-    if not matching:
-        return None
-    directory, manifest = matching[0]
-    return Artifact(ref=str(directory), path=directory.resolve(), format=fmt, manifest=manifest)
 
 
 def source_model(export: Artifact) -> Artifact:

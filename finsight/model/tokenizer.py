@@ -123,6 +123,8 @@ class Encoder:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    # Not finsight.io.read_json: this module is shipped into the Triton repository with
+    # errors.py alone (triton/repository.py _SHIPPED), where finsight.io and pandas are absent.
     if not path.is_file():
         return {}
     try:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from finsight.errors import BackendError, ModelError
-from finsight.model.ref import Artifact, find_export, resolve_artifact, source_model
+from finsight.errors import BackendError
+from finsight.model.ref import Artifact, resolve_artifact, source_model
 from finsight.predict.base import Predictor
 
 if TYPE_CHECKING:
@@ -23,12 +23,9 @@ class Backend:
     format: ClassVar[str]  # artifact format it runs
 
     def artifact_for(self, artifact: Artifact) -> Artifact:
-        if artifact.format == self.format:
-            return artifact
-        if artifact.format == "hf":
-            export = find_export(artifact, self.format)
-            if export is not None:
-                return export
+        export = artifact.in_format(self.format)
+        if export is not None:
+            return export
         raise BackendError(f"the {self.name} backend needs a valid {self.format} export, and "
                            f"{artifact.location} is not one (nor has one beside it); run "
                            f"`finsight export {artifact.location} --format {self.format}` or pick "
@@ -101,7 +98,7 @@ def load_predictor(ref: str | None, settings: Settings, backend: str | None = No
     name = backend or settings.predict.backend
     chosen = _auto(artifact, settings) if name == "auto" else _named(name)
     target = chosen.artifact_for(artifact)
-    _check_valid(target, settings)
+    target.require_valid(force=settings.predict.force)
     return chosen.load(target, settings)
 
 
@@ -114,7 +111,7 @@ def _named(name: str) -> Backend:
 def _auto(artifact: Artifact, settings: Settings) -> Backend:
     if artifact.is_export:
         return _named(artifact.format)
-    if not _on_gpu(settings.predict.device) and find_export(artifact, "onnx") is not None:
+    if not _on_gpu(settings.predict.device) and artifact.export_beside("onnx") is not None:
         return BACKENDS["onnx"]
     return BACKENDS["torch"]
 
@@ -125,9 +122,3 @@ def _on_gpu(device: str) -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _check_valid(artifact: Artifact, settings: Any) -> None:
-    if artifact.is_export and not artifact.manifest.get("valid", False) and not settings.predict.force:
-        raise ModelError(f"export {artifact.path} failed its validation (finsight.json valid=false); "
-                         "re-export it, or pass --set predict.force=true to load it anyway")

@@ -14,32 +14,34 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from finsight.artifacts import directory_sha256
 from finsight.errors import ConfigError, RegistryError
+from finsight.io import read_json
 from finsight.paths import safe_name
 from finsight.registry import store
-from finsight.registry.versions import TAG, find_version, parse_ref
+from finsight.registry.refs import parse_ref
+from finsight.registry.versions import TAG, find_version
+from finsight.results import PullResult
+
+if TYPE_CHECKING:
+    from finsight.config import Settings
 
 MODEL_DIR = "model"
 INFO_FILE = "version.json"
 
 
-def resolve_model_uri(ref: str, settings: Any = None) -> Path:
+def resolve_model_uri(ref: str, settings: Settings) -> Path:
     """The local directory (model or export dir) of the registered version ``ref`` names."""
     return resolve(ref, settings)[0]
 
 
-def resolve(ref: str, settings: Any = None) -> tuple[Path, dict[str, Any]]:
+def resolve(ref: str, settings: Settings) -> tuple[Path, dict[str, Any]]:
     """The local directory and its ``version.json`` (name, version, sha256, tracking URI)."""
-    if settings is None:
-        from finsight.config import load_settings
-
-        settings = load_settings()
     name, alias, number = parse_ref(ref)
     uri = settings.tracking_uri()
-    with store.mlflow_env():
+    with store.mlflow_env(f"resolve {ref}", instead="pass a model or export directory"):
         client = store.open_client(settings)
         version = find_version(client, name, alias=alias, version=number, uri=uri)
         tags = version.tags or {}
@@ -48,26 +50,19 @@ def resolve(ref: str, settings: Any = None) -> tuple[Path, dict[str, Any]]:
                                 "`finsight register` (no finsight.* tags); register a model or export "
                                 "directory with it, or pass a local directory")
         target = cache_dir(settings, uri, name, version.version)
-        info = _read_info(target)
+        info = read_json(target / INFO_FILE, strict=False)
         if info.get("sha256") != tags[f"{TAG}sha256"] or not (target / MODEL_DIR).is_dir():
             info = _download(client, version, target, uri=uri)
     return target / MODEL_DIR, info
 
 
-def cache_dir(settings, uri: str, name: str, version: str | int) -> Path:
+def cache_dir(settings: Settings, uri: str, name: str, version: str | int) -> Path:
     root = Path(settings.registry.cache) if settings.registry.cache else Path(settings.workdir) / "registry-cache"
     store_key = hashlib.sha256(uri.encode()).hexdigest()[:12]
     safe = safe_name(name)
     if safe != name:
         safe = f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
     return root / store_key / safe / str(version)
-
-
-def _read_info(target: Path) -> dict[str, Any]:
-    try:
-        return json.loads((target / INFO_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def _download(client, version, target: Path, *, uri: str) -> dict[str, Any]:
@@ -114,7 +109,7 @@ def _swap(new: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def pull_model(ref: str, settings, out: str | Path) -> dict[str, Any]:
+def pull_model(ref: str, settings: Settings, *, out: str | Path) -> PullResult:
     """Copy the registered version ``ref`` names into ``out`` (a usable model or export dir)."""
     from finsight.io import atomic_dir
 
@@ -124,4 +119,4 @@ def pull_model(ref: str, settings, out: str | Path) -> dict[str, Any]:
     local, info = resolve(ref, settings)
     with atomic_dir(out) as tmp:
         shutil.copytree(local, tmp, dirs_exist_ok=True)
-    return info | {"ref": ref, "out": str(out.resolve())}
+    return PullResult.from_info(info, ref=ref, out=out.resolve())

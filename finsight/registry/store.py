@@ -9,16 +9,20 @@ lands in ``./mlruns``. An ``http(s)://`` server is asked for ``/health`` first, 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from finsight.errors import RegistryError
+from finsight.quiet import quiet
+
+if TYPE_CHECKING:
+    from finsight.config import Settings
 
 SERVER_SCHEMES = ("http", "https", "databricks")
-_NOISY = ("alembic", "mlflow")
 # Once a server has answered, a request that fails mid-way is retried briefly, not for minutes;
 # no download progress bars on stderr.
 _MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -33,7 +37,7 @@ def is_server(uri: str) -> bool:
     return scheme(uri) in SERVER_SCHEMES
 
 
-def artifact_root(settings) -> str | None:
+def artifact_root(settings: Settings) -> str | None:
     """A new experiment's artifact location: ``<workdir>/mlartifacts`` for a local store; None for
     a tracking server, which stores (or proxies) artifacts itself; a client path there would
     leave them on this machine."""
@@ -68,21 +72,28 @@ def check_server(uri: str, *, timeout_s: float, hint: str) -> None:
         time.sleep(0.5)
 
 
-def quiet_loggers() -> None:
-    import mlflow  # noqa: F401  (configures its loggers on import; quieten them after)
-
-    for name in _NOISY:
-        logging.getLogger(name).setLevel(logging.WARNING)
+def require_mlflow(action: str, *, instead: str | None = None) -> None:
+    """The serving image installs finsight without mlflow: a registry call there is one line
+    naming what to install, not an ImportError traceback."""
+    if importlib.util.find_spec("mlflow") is None:
+        alternative = f", or {instead}" if instead else ""
+        raise RegistryError(f"cannot {action}: the model registry needs mlflow, which this install "
+                            f"lacks; pip install mlflow{alternative}")
 
 
 @contextlib.contextmanager
-def mlflow_env() -> Iterator[None]:
-    """Bounded HTTP retries and no progress bars for the duration of a registry call (the
-    user's own MLFLOW_* variables win)."""
+def mlflow_env(action: str, *, instead: str | None = None) -> Iterator[None]:
+    """For the duration of a registry call (``action``, for the error when mlflow is missing):
+    bounded HTTP retries, no progress bars (the user's own MLFLOW_* variables win), and no
+    mlflow or alembic INFO lines on the terminal."""
+    require_mlflow(action, instead=instead)
+    import mlflow  # noqa: F401  (configures its loggers on import: quieten them after)
+
     added = {k: v for k, v in _MLFLOW_ENV.items() if k not in os.environ}
     os.environ.update(added)
     try:
-        yield
+        with quiet("alembic", "mlflow", level=logging.WARNING):
+            yield
     finally:
         for key in added:
             os.environ.pop(key, None)
@@ -94,7 +105,7 @@ def sqlite_file(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///"))
 
 
-def open_client(settings, *, create: bool = False):
+def open_client(settings: Settings, *, create: bool = False):
     """An ``MlflowClient`` on the settings' store, checked to be reachable.
 
     ``create`` False (reading: list, resolve, alias) refuses a local sqlite store that does not
@@ -111,7 +122,6 @@ def open_client(settings, *, create: bool = False):
             raise RegistryError(f"no model registry at registry.tracking_uri={uri} (the file does not "
                                 "exist); register a model first (`finsight register MODEL`) or pass "
                                 "--tracking-uri of the registry that holds it")
-    quiet_loggers()
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

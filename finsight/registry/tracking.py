@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from finsight.errors import RegistryError
 from finsight.registry import store
 from finsight.registry.store import artifact_root
+
+if TYPE_CHECKING:
+    from finsight.config import Settings
 
 
 def flat_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -28,24 +31,25 @@ def flat_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def open_run(settings, *, run_name: str, run_id: str | None = None):
+def open_run(settings: Settings, *, run_name: str, run_id: str | None = None):
     """A Lightning MLFlowLogger on a new run (or the run ``run_id`` when resuming)."""
     uri = settings.tracking_uri()
-    store.check_server(uri, timeout_s=settings.registry.timeout_s, hint="pass --set registry.track_runs=false")
-    store.quiet_loggers()
-    from lightning.pytorch.loggers import MLFlowLogger
+    hint = "pass --set registry.track_runs=false"
+    store.check_server(uri, timeout_s=settings.registry.timeout_s, hint=hint)
+    with store.mlflow_env("track this training run", instead=hint):
+        from lightning.pytorch.loggers import MLFlowLogger
 
-    for attempt in range(_ATTEMPTS):
-        with store.store_lock(uri):
-            logger = MLFlowLogger(experiment_name=settings.registry.experiment, run_name=run_name,
-                                  tracking_uri=uri, artifact_location=artifact_root(settings), run_id=run_id)
-            try:
-                logger.run_id  # creates the store, experiment and run now, so failures surface here
-                return logger
-            except Exception as exc:  # mlflow raises many types (MlflowException, SQLAlchemy, OSError)
-                error = exc
-        if attempt + 1 < _ATTEMPTS:
-            time.sleep(0.5 * (attempt + 1))  # a process outside finsight's lock raced us: retry
+        for attempt in range(_ATTEMPTS):
+            with store.store_lock(uri):
+                logger = MLFlowLogger(experiment_name=settings.registry.experiment, run_name=run_name,
+                                      tracking_uri=uri, artifact_location=artifact_root(settings), run_id=run_id)
+                try:
+                    logger.run_id  # creates the store, experiment and run now, so failures surface here
+                    return logger
+                except Exception as exc:  # mlflow raises many types (MlflowException, SQLAlchemy, OSError)
+                    error = exc
+            if attempt + 1 < _ATTEMPTS:
+                time.sleep(0.5 * (attempt + 1))  # a process outside finsight's lock raced us: retry
     raise RegistryError(f"cannot open an MLflow run at registry.tracking_uri={uri} "
                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
                         "fix the URI or pass --set registry.track_runs=false")

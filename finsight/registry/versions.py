@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING
 
 from finsight.errors import RegistryError
-from finsight.model.ref import REGISTRY_PREFIX
 from finsight.registry import store
+from finsight.registry.refs import REGISTRY_PREFIX, check_aliases
+from finsight.results import AliasResult, ModelVersion
+
+if TYPE_CHECKING:
+    from finsight.config import Settings
 
 TAG = "finsight."
-_REF = re.compile(r"^models:/(?P<name>[^@/]+?)(?:@(?P<alias>[^@/]+)|/(?P<version>[^@/]+))$")
-
-
-def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
-    """``models:/NAME@ALIAS`` -> (name, alias, None); ``models:/NAME/VERSION`` -> (name, None, version)."""
-    match = _REF.match(ref.strip())
-    if not match or (match["version"] is not None and not match["version"].isdigit()):
-        raise RegistryError(f"'{ref}' is not a registry reference; use {REGISTRY_PREFIX}NAME@ALIAS "
-                            f"(e.g. {REGISTRY_PREFIX}finsight-sentiment@champion) or "
-                            f"{REGISTRY_PREFIX}NAME/VERSION")
-    return match["name"], match["alias"], match["version"]
 
 
 def find_version(client, name: str, *, alias: str | None = None, version: str | None = None, uri: str):
@@ -53,10 +45,10 @@ def _quoted(name: str) -> str:
     return name.replace("'", "\\'")
 
 
-def list_versions(settings, *, name: str | None = None) -> list[dict[str, Any]]:
+def list_versions(settings: Settings, *, name: str | None = None) -> list[ModelVersion]:
     """One row per version (newest first within a name): aliases, format, checks, metrics, time."""
     uri = settings.tracking_uri()
-    with store.mlflow_env():
+    with store.mlflow_env("list registered models"):
         client = store.open_client(settings)
         try:
             models = [client.get_registered_model(name)] if name else client.search_registered_models()
@@ -75,31 +67,29 @@ def list_versions(settings, *, name: str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def version_row(version, aliases: list[str]) -> dict[str, Any]:
+def version_row(version, aliases: list[str]) -> ModelVersion:
     tags = {k.removeprefix(TAG): v for k, v in (version.tags or {}).items() if k.startswith(TAG)}
     created = datetime.fromtimestamp(version.creation_timestamp / 1000, tz=timezone.utc)
-    return {
-        "name": version.name, "version": int(version.version), "aliases": aliases,
-        "format": tags.get("format"), "precision": tags.get("precision"), "kind": tags.get("kind"),
-        "valid": tags.get("valid"), "labels": tags.get("labels"),
-        "validation": _group(tags, "validation."), "train": _group(tags, "train."),
-        "eval": _group(tags, "eval."), "created": created.isoformat(timespec="seconds"),
-        "run_id": version.run_id, "source": tags.get("source"), "sha256": tags.get("sha256"),
-        "model_uri": f"{REGISTRY_PREFIX}{version.name}/{version.version}",
-    }
+    return ModelVersion(
+        name=version.name, version=int(version.version), aliases=aliases,
+        format=tags.get("format"), precision=tags.get("precision"), kind=tags.get("kind"),
+        valid=tags.get("valid"), labels=tags.get("labels"),
+        validation=_group(tags, "validation."), train=_group(tags, "train."),
+        eval=_group(tags, "eval."), created=created.isoformat(timespec="seconds"),
+        run_id=version.run_id, source=tags.get("source"), sha256=tags.get("sha256"),
+        model_uri=f"{REGISTRY_PREFIX}{version.name}/{version.version}",
+    )
 
 
 def _group(tags: dict[str, str], prefix: str) -> dict[str, str]:
     return {k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix)}
 
 
-def set_alias(settings, name: str, version: int | str, alias: str) -> dict[str, Any]:
-    """Point ``alias`` at ``version`` of ``name`` (roll back by pointing it back)."""
-    from finsight.registry.register import check_aliases
-
+def set_alias(name: str, settings: Settings, *, version: int | str, alias: str) -> AliasResult:
+    """Point ``alias`` at ``version`` of registered model ``name`` (roll back by pointing it back)."""
     check_aliases([alias])
     uri = settings.tracking_uri()
-    with store.mlflow_env():
+    with store.mlflow_env(f"set alias '{alias}' of '{name}'"):
         client = store.open_client(settings)
         target = find_version(client, name, version=str(version), uri=uri)
         previous = dict(client.get_registered_model(name).aliases or {}).get(alias)
@@ -107,6 +97,6 @@ def set_alias(settings, name: str, version: int | str, alias: str) -> dict[str, 
             client.set_registered_model_alias(name, alias, target.version)
         except Exception as exc:  # noqa: BLE001
             raise store.mlflow_error(f"set alias '{alias}' of '{name}'", uri, exc) from None
-    return {"name": name, "alias": alias, "version": int(target.version),
-            "previous": int(previous) if previous is not None else None,
-            "model_uri": f"{REGISTRY_PREFIX}{name}@{alias}"}
+    return AliasResult(name=name, alias=alias, version=int(target.version),
+                       previous=int(previous) if previous is not None else None,
+                       model_uri=f"{REGISTRY_PREFIX}{name}@{alias}")

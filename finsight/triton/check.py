@@ -12,18 +12,22 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from finsight.errors import BackendError, ModelError
+from finsight.results import TritonCheckResult
 from finsight.triton.repository import read_repository
 
+if TYPE_CHECKING:
+    from finsight.config import Settings, TritonSettings
 
-def check_repository(repo: str, settings: Any, *, url: str | None = None,
+
+def check_repository(repo: str, settings: Settings, *, url: str | None = None,
                      texts: Sequence[str] | None = None,
-                     on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The comparison report; ``report["passed"]`` says whether the repository serves correctly."""
+                     on_step: Callable[[str], None] | None = None) -> TritonCheckResult:
+    """The comparison report; ``passed`` says whether the repository serves correctly."""
     from finsight.samples import SAMPLE_SENTENCES
     from finsight.model.ref import resolve_artifact
     from finsight.predict import load_predictor
@@ -56,13 +60,13 @@ def check_repository(repo: str, settings: Any, *, url: str | None = None,
         finally:
             remote.client.close()
     reference = local.predict(texts)
-    return _report(manifest, settings, server_url, url is None, texts, reference,
+    return _report(manifest, settings.triton, server_url, url is None, texts, reference,
                    {"1": np.concatenate(single), str(len(texts)): batched},
                    latencies, batch_s, int(local.encode(texts).truncated.sum()))
 
 
 @contextlib.contextmanager
-def _server(repo: str, settings: Any, url: str | None, step) -> Iterator[str]:
+def _server(repo: str, settings: Settings, url: str | None, step: Callable[[str], None]) -> Iterator[str]:
     if url:
         yield url
         return
@@ -74,12 +78,13 @@ def _server(repo: str, settings: Any, url: str | None, step) -> Iterator[str]:
         yield server.url(settings.triton.protocol)
 
 
-def _report(manifest, settings, server_url, started, texts, reference, results, latencies,
-            batch_s, truncated) -> dict[str, Any]:
+def _report(manifest: dict[str, Any], triton: TritonSettings, server_url: str, started: bool,
+            texts: list[str], reference: np.ndarray, results: dict[str, np.ndarray],
+            latencies: list[float], batch_s: float, truncated: int) -> TritonCheckResult:
     from finsight.predict.scores import label_ids
 
     int8 = manifest.get("source_precision") == "int8"
-    limit = float(settings.triton.max_abs_diff_int8 if int8 else settings.triton.max_abs_diff)
+    limit = float(triton.max_abs_diff_int8 if int8 else triton.max_abs_diff)
     ref_labels = label_ids(reference)
     by_batch = {}
     for size, probs in results.items():
@@ -91,31 +96,31 @@ def _report(manifest, settings, server_url, started, texts, reference, results, 
     max_diff = worst["max_abs_diff"]
     disagreements = max(b["disagreements"] for b in by_batch.values())
     ms = np.asarray(latencies) * 1e3
-    return {
-        "repository": manifest["path"], "model": manifest["name"], "source": manifest["source"],
-        "server": server_url, "protocol": settings.triton.protocol, "started_server": started,
-        "rows": len(texts), "truncated_rows": truncated, "by_batch_size": by_batch,
-        "max_abs_diff": max_diff, "max_abs_diff_limit": limit,
-        "max_abs_diff_key": "triton.max_abs_diff_int8" if int8 else "triton.max_abs_diff",
-        "agreement": 1.0 - disagreements / len(texts), "disagreements": disagreements,
-        "worst_text": texts[worst["worst_row"]],
-        "latency_ms": {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
-                       "batch_of": len(texts), "batch": batch_s * 1e3},
-        "passed": bool(max_diff <= limit and disagreements == 0),
-    }
+    return TritonCheckResult(
+        repository=manifest["path"], model=manifest["name"], source=manifest["source"],
+        server=server_url, protocol=triton.protocol, started_server=started,
+        rows=len(texts), truncated_rows=truncated, by_batch_size=by_batch,
+        max_abs_diff=max_diff, max_abs_diff_limit=limit,
+        max_abs_diff_key="triton.max_abs_diff_int8" if int8 else "triton.max_abs_diff",
+        agreement=1.0 - disagreements / len(texts), disagreements=disagreements,
+        worst_text=texts[worst["worst_row"]],
+        latency_ms={"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
+                    "batch_of": len(texts), "batch": batch_s * 1e3},
+        passed=bool(max_diff <= limit and disagreements == 0),
+    )
 
 
-def failure_message(report: dict[str, Any]) -> str:
+def failure_message(report: TritonCheckResult) -> str:
     problems = []
-    if report["max_abs_diff"] > report["max_abs_diff_limit"]:
-        problems.append(f"max |probability diff| {report['max_abs_diff']:.2e} > "
-                        f"{report['max_abs_diff_limit']:g} ({report['max_abs_diff_key']})")
-    if report["disagreements"]:
-        problems.append(f"{report['disagreements']} of {report['rows']} labels differ")
-    return (f"Triton repository {report['repository']} does not match the local ONNX predictor: "
+    if report.max_abs_diff > report.max_abs_diff_limit:
+        problems.append(f"max |probability diff| {report.max_abs_diff:.2e} > "
+                        f"{report.max_abs_diff_limit:g} ({report.max_abs_diff_key})")
+    if report.disagreements:
+        problems.append(f"{report.disagreements} of {report.rows} labels differ")
+    return (f"Triton repository {report.repository} does not match the local ONNX predictor: "
             f"{'; '.join(problems)}")
 
 
-def raise_if_failed(report: dict[str, Any]) -> None:
-    if not report["passed"]:
+def raise_if_failed(report: TritonCheckResult) -> None:
+    if not report.passed:
         raise BackendError(failure_message(report))

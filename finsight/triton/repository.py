@@ -18,13 +18,17 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from finsight.artifacts import MANIFEST, check_output_dir, file_hashes, read_manifest, remove_stale, write_manifest
 from finsight.errors import BackendError, ConfigError, ModelError
 from finsight.labels import LABELS
-from finsight.model.ref import Artifact, find_export, resolve_artifact
+from finsight.model.ref import Artifact, resolve_artifact
 from finsight.model.tokenizer import INPUT_NAMES, TOKENIZER_CONFIG, TOKENIZER_FILE
+from finsight.results import TritonBuildResult
+
+if TYPE_CHECKING:
+    from finsight.config import Settings, TritonSettings
 
 REPOSITORY_KIND = "triton-repository"
 PERF_INPUTS = "perf_inputs.json"
@@ -36,12 +40,12 @@ _SHIPPED = {"tokenizer": ("errors.py", "model/tokenizer.py"),
             "postprocess": ("errors.py", "labels.py", "predict/scores.py")}
 
 
-def default_repository(settings: Any) -> Path:
+def default_repository(settings: Settings) -> Path:
     return Path(settings.triton.repository or Path(settings.workdir) / "triton")
 
 
-def build_repository(ref: str, settings: Any, *,
-                     on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+def build_repository(ref: str, settings: Settings, *,
+                     on_step: Callable[[str], None] | None = None) -> TritonBuildResult:
     """Write the repository for ``ref`` (ONNX export, model dir with one beside it, ``models:/``)
     as ``settings.triton`` says; return its manifest."""
     from finsight.io import atomic_dir
@@ -81,21 +85,18 @@ def build_repository(ref: str, settings: Any, *,
         write_manifest(tmp, manifest)
     # the ensemble's version directory is empty on purpose
     remove_stale(out, manifest, keep_dirs=lambda p: p.name == "1" and (p.parent / "config.pbtxt").is_file())
-    return read_manifest(out) | {"path": str(out.resolve())}
+    return TritonBuildResult.from_manifest(read_manifest(out) | {"path": str(out.resolve())})
 
 
-def onnx_export(ref: str, settings: Any) -> Artifact:
+def onnx_export(ref: str, settings: Settings) -> Artifact:
     """The valid ONNX export that ``ref`` names or has beside it."""
     artifact = resolve_artifact(str(ref), settings)
-    export = artifact if artifact.format == "onnx" else (
-        find_export(artifact, "onnx") if artifact.format == "hf" else None)
+    export = artifact.in_format("onnx")
     if export is None:
         raise ModelError(f"triton build needs an ONNX export, and {artifact.location} is not one "
                          f"(nor has a valid one beside it); run `finsight export {artifact.location} "
                          "--format onnx` first")
-    if not export.manifest.get("valid") and not settings.predict.force:
-        raise ModelError(f"export {export.path} failed its validation (finsight.json valid=false); "
-                         "re-export it, or pass --set predict.force=true to use it anyway")
+    export.require_valid(force=settings.predict.force)
     return export
 
 
@@ -112,7 +113,7 @@ def read_repository(path: str | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- config.pbtxt
 
 
-def model_configs(name: str, cfg: Any, *, inputs: list[str], max_length: int,
+def model_configs(name: str, cfg: TritonSettings, *, inputs: list[str], max_length: int,
                   label_order: list[int]) -> dict[str, str]:
     """Model name -> config.pbtxt text for the four models."""
     batch = cfg.max_batch_size
@@ -298,7 +299,7 @@ def perf_inputs() -> str:
     return json.dumps({"data": data}, indent=1, ensure_ascii=False) + "\n"
 
 
-def readme(name: str, cfg: Any, export: Artifact, max_length: int) -> str:
+def readme(name: str, cfg: TritonSettings, export: Artifact, max_length: int) -> str:
     classifier = ("Triton's onnxruntime backend" if cfg.classifier_backend == "onnxruntime"
                   else "the python backend running onnxruntime")
     return f"""# Triton model repository: `{name}`

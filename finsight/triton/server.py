@@ -30,9 +30,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from finsight.errors import BackendError
+
+if TYPE_CHECKING:
+    from finsight.config import Settings, TritonSettings
 
 BUNDLE = Path("pytriton") / "tritonserver"
 STOP_TIMEOUT_S = 15
@@ -59,10 +62,10 @@ def default_server_env() -> Path:
     return Path(f"{sys.prefix}-triton")
 
 
-def find_server(settings: Any) -> ServerInstall:
+def find_server(triton: TritonSettings) -> ServerInstall:
     """A tritonserver on PATH, else the one in ``triton.server_env``'s nvidia-pytriton."""
     on_path = shutil.which("tritonserver")
-    python_env = settings.triton.server_env or default_server_env()
+    python_env = triton.server_env or default_server_env()
     if on_path:
         env_bin = Path(python_env) / "bin"
         extra = {"PATH": f"{env_bin}{os.pathsep}{os.environ.get('PATH', '')}"} if env_bin.is_dir() else {}
@@ -108,9 +111,9 @@ def free_port() -> int:
 class TritonServer:
     """A tritonserver process on a model repository; ``with TritonServer(...) as server:``."""
 
-    def __init__(self, repository: str | Path, settings: Any, *, log_verbose: int = 0):
+    def __init__(self, repository: str | Path, settings: Settings, *, log_verbose: int = 0):
         self.repository = Path(repository).resolve()
-        self.install = find_server(settings)
+        self.install = find_server(settings.triton)
         self.start_timeout_s = float(settings.triton.start_timeout_s)
         self.log_verbose = log_verbose
         self.http_port = self.grpc_port = 0

@@ -9,33 +9,35 @@ only then create the version and set the aliases. A failure before that leaves n
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import re
 import subprocess
 import sys
 import tempfile
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from finsight import __version__
 from finsight.artifacts import MANIFEST, directory_sha256, file_hashes, read_manifest
 from finsight.errors import ModelError, RegistryError
-from finsight.model.ref import REGISTRY_PREFIX, Artifact, resolve_artifact
+from finsight.io import read_json
+from finsight.model.ref import Artifact, resolve_artifact
+from finsight.quiet import quiet
 from finsight.registry import store
+from finsight.registry.refs import REGISTRY_PREFIX, check_aliases
+from finsight.registry.versions import TAG
+from finsight.results import RegisterResult
 
-TAG = "finsight."
-_ALIAS = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_RESERVED_ALIAS = re.compile(r"^(latest|[vV]\d+)$")
+if TYPE_CHECKING:
+    from finsight.config import Settings
+
 _EVAL_KEYS = ("accuracy", "macro_f1", "loss", "n", "split", "data")
 _VALIDATION_KEYS = ("rows", "max_abs_diff", "agreement", "macro_f1_change")
 
 
-def register_model(model: str | Path, settings, *, aliases: Sequence[str] = (),
-                   on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+def register_model(model: str | Path, settings: Settings, *, aliases: Sequence[str] = (),
+                   on_step: Callable[[str], None] | None = None) -> RegisterResult:
     """Register ``model`` as a new version of ``registry.model_name``; returns what was created."""
     step = on_step or (lambda message: None)
     artifact = local_artifact(model)
@@ -44,12 +46,14 @@ def register_model(model: str | Path, settings, *, aliases: Sequence[str] = (),
     name = settings.registry.model_name
     tags = version_tags(artifact, settings)
     uri = settings.tracking_uri()
-    with store.mlflow_env():
+    with store.mlflow_env(f"register {artifact.path}"):
         client = store.open_client(settings, create=True)
         try:
             # With a tracking server mlflow prints the run's URL on stdout when a run ends;
-            # --json needs stdout for JSON alone, so that chatter goes to stderr.
-            with store.fluent_uri(uri), _quiet(), contextlib.redirect_stdout(sys.stderr):
+            # --json needs stdout for JSON alone, so that chatter goes to stderr. log_model logs
+            # hints and a cloudpickle caution on every call: errors only.
+            with (store.fluent_uri(uri), quiet("mlflow", warnings_from=r"mlflow\."),
+                  contextlib.redirect_stdout(sys.stderr)):
                 return _register(client, artifact, settings, name=name, aliases=aliases, tags=tags, step=step)
         except (RegistryError, ModelError):
             raise
@@ -75,13 +79,7 @@ def local_artifact(model: str | Path) -> Artifact:
 def check_artifact(artifact: Artifact) -> None:
     """Refuse what must not be deployed: a failed export, changed files, labels finsight cannot map."""
     where = artifact.path
-    if artifact.is_export and not artifact.manifest.get("valid", False):
-        from finsight.artifacts import failed_gates
-
-        report = artifact.manifest.get("validation") or {}
-        reason = "; ".join(failed_gates(report)) if report.get("gates") else "no validation report"
-        raise ModelError(f"{where} failed its export validation (finsight.json valid=false: {reason}); "
-                         "an invalid export cannot be registered: re-export it")
+    artifact.require_valid(forcible=False)
     recorded = artifact.manifest.get("files")
     if recorded is not None:
         actual = file_hashes(where)
@@ -96,17 +94,10 @@ def check_artifact(artifact: Artifact) -> None:
     artifact.label_order()  # labels must map onto negative/neutral/positive
 
 
-def check_aliases(aliases: Sequence[str]) -> None:
-    for alias in aliases:
-        if not _ALIAS.match(alias) or _RESERVED_ALIAS.match(alias):
-            raise RegistryError(f"alias '{alias}' is not allowed: use letters, digits, _ and - "
-                                "(not 'latest' or v<number>, which MLflow reserves), e.g. champion")
-
-
 # ---------------------------------------------------------------- tags
 
 
-def version_tags(artifact: Artifact, settings) -> dict[str, str]:
+def version_tags(artifact: Artifact, settings: Settings) -> dict[str, str]:
     """What a version records about the artifact: format, labels, checks, data, origin."""
     manifest = artifact.manifest
     source = _source_manifest(manifest)
@@ -145,7 +136,7 @@ def _source_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def find_evaluation(artifact: Artifact, settings) -> dict[str, Any] | None:
+def find_evaluation(artifact: Artifact, settings: Settings) -> dict[str, Any] | None:
     """The newest `finsight evaluate` metrics.json of this artifact: beside it (``../eval*/``,
     ``../*/``) or in the default ``<workdir>/eval/``; test split first."""
     places = [artifact.path.parent / "*" / "metrics.json", artifact.path.parent / "eval*" / "*" / "metrics.json",
@@ -153,21 +144,13 @@ def find_evaluation(artifact: Artifact, settings) -> dict[str, Any] | None:
     found = []
     for pattern in places:
         for path in Path(pattern.anchor).glob(str(pattern.relative_to(pattern.anchor))):
-            metrics = _read_json(path)
+            metrics = read_json(path, strict=False)
             model = metrics.get("model")
             if not model or "accuracy" not in metrics or not Path(model).is_dir():
                 continue
             if Path(model).resolve() == artifact.path:
                 found.append((metrics.get("split") == "test", path.stat().st_mtime, metrics))
     return max(found, key=lambda item: item[:2])[2] if found else None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return payload if isinstance(payload, dict) else {}
 
 
 def git_commit() -> str | None:
@@ -186,11 +169,11 @@ def git_commit() -> str | None:
 # ---------------------------------------------------------------- MLflow
 
 
-def _register(client, artifact: Artifact, settings, *, name: str, aliases: Sequence[str],
-              tags: dict[str, str], step: Callable[[str], None]) -> dict[str, Any]:
+def _register(client, artifact: Artifact, settings: Settings, *, name: str, aliases: Sequence[str],
+              tags: dict[str, str], step: Callable[[str], None]) -> RegisterResult:
     import mlflow
 
-    from finsight.registry import pyfunc
+    from finsight.publish import pyfunc
 
     uri = settings.tracking_uri()
     train_run = _training_run(client, tags.get(f"{TAG}train_run_id"))
@@ -222,20 +205,20 @@ def _register(client, artifact: Artifact, settings, *, name: str, aliases: Seque
                                           model_id=info.model_id)
     for alias in aliases:
         client.set_registered_model_alias(name, alias, version.version)
-    return {"name": name, "version": int(version.version), "aliases": list(aliases),
-            "model_uri": f"{REGISTRY_PREFIX}{name}/{version.version}", "source": str(artifact.path),
-            "format": artifact.format, "precision": tags.get(f"{TAG}precision"),
-            "run_id": run_id, "training_run_linked": train_run is not None,
-            "logged_model": info.model_uri, "tracking_uri": uri, "tags": tags}
+    return RegisterResult(name=name, version=int(version.version), aliases=list(aliases),
+                          model_uri=f"{REGISTRY_PREFIX}{name}/{version.version}", source=str(artifact.path),
+                          format=artifact.format, precision=tags.get(f"{TAG}precision"),
+                          run_id=run_id, training_run_linked=train_run is not None,
+                          logged_model=info.model_uri, tracking_uri=uri, tags=tags)
 
 
-def verify_stored(model_uri: str, artifact: Artifact, settings) -> None:
+def verify_stored(model_uri: str, artifact: Artifact, settings: Settings) -> None:
     """The stored pyfunc, loaded back by plain MLflow, must give the directory's labels and probabilities."""
     import mlflow
 
     from finsight.predict import load_predictor
     from finsight.predict.scores import PROB_COLUMNS
-    from finsight.registry import pyfunc
+    from finsight.publish import pyfunc
 
     texts = list(_samples())
     stored = mlflow.pyfunc.load_model(model_uri).predict(texts)
@@ -266,7 +249,7 @@ def _training_run(client, run_id: str | None) -> str | None:
     return run_id if run.info.lifecycle_stage == "active" else None
 
 
-def _experiment(client, settings) -> str:
+def _experiment(client, settings: Settings) -> str:
     name = settings.registry.experiment
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -281,17 +264,3 @@ def _ensure_registered_model(client, name: str) -> None:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, tags={f"{TAG}created_by": f"finsight {__version__}"})
-
-
-@contextlib.contextmanager
-def _quiet():
-    """log_model logs hints and a cloudpickle caution on every call; keep errors only."""
-    logger = logging.getLogger("mlflow")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module=r"mlflow\.")
-            yield
-    finally:
-        logger.setLevel(level)
