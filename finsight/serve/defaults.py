@@ -33,7 +33,7 @@ def _on_gpu(settings: Settings) -> bool:
     opts = settings.predict
     backend = opts.backend
     if backend == "auto":  # an export dir runs with its own format; a model dir or hub id on torch
-        backend = _export_format(str(opts.model or settings.model.name_or_path)) or "torch"
+        backend = _export_format(str(opts.model or settings.model.name_or_path), settings) or "torch"
     if backend == "triton":
         return False  # the Triton server runs the model; this process only batches texts for it
     if opts.device != "auto":
@@ -48,9 +48,17 @@ def _on_gpu(settings: Settings) -> bool:
         return _onnx_gpu()
 
 
-def _export_format(ref: str) -> str | None:
+def _export_format(ref: str, settings: Settings) -> str | None:
+    """The export format ``ref`` names, None for a model dir or hub id. A ``models:/`` ref is
+    looked up (its files are cached, so loading it next costs one more alias lookup): guessing
+    torch for it would import torch (~2 s) in a server that runs an ONNX export."""
     from finsight.artifacts import read_manifest
+    from finsight.model.ref import resolve_artifact
+    from finsight.registry import REGISTRY_PREFIX
 
+    if ref.startswith(REGISTRY_PREFIX):
+        artifact = resolve_artifact(ref, settings)
+        return artifact.format if artifact.is_export else None
     path = Path(ref).expanduser()
     manifest = (read_manifest(path) or {}) if path.is_dir() else {}
     return str(manifest["format"]) if manifest.get("kind") == "export" else None
