@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from finsight.errors import ConfigError, FinsightError
+from finsight.io import read_json
 
 if TYPE_CHECKING:
     from finsight.config import Settings
@@ -263,7 +264,7 @@ def run_pipeline(settings: Settings, *, start: str | None = None, stop: str | No
     last = names.index(stop) if stop else len(names) - 1
     ctx = Context(settings)
     state_path = Path(settings.workdir) / "pipeline" / STATE_FILE
-    state = _read_state(state_path)
+    state = read_json(state_path, strict=False)  # a damaged state file only costs a full re-run
     fingerprints: dict[str, str] = {}
     ran: set[str] = set()  # stages that ran in this invocation: what reads them re-runs too
     reports: list[StageReport] = []
@@ -366,15 +367,6 @@ def _fingerprint(stage: Stage, ctx: Context, upstream: dict[str, str]) -> str:
     for path in files:
         digest.update(f"{path}\0{sha256_file(path) if Path(path).is_file() else 'missing'}\n".encode())
     return digest.hexdigest()
-
-
-def _read_state(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return {}  # a damaged state file only costs a full re-run
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
