@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from finsight.data.recipe import DEFAULT_RECIPE, CleaningRecipe
 from finsight.errors import DataError
 from finsight.io import (ID_COLUMNS, TEXT_COLUMNS, TableWriter, WRITE_FORMATS, detect_format, iter_chunks,
                          list_columns, resolve_column)
@@ -58,6 +59,7 @@ class AnalyzeSummary:
     close_calls: int = 0  # labels ahead of the runner-up by less than scores.CLOSE_CALL
     seconds: float = 0.0
     outputs: dict[str, str] = field(default_factory=dict)
+    cleaning: CleaningRecipe = DEFAULT_RECIPE  # what the predictor applied to every text
 
     @property
     def scored(self) -> int:
@@ -83,7 +85,9 @@ class AnalyzeSummary:
                 "label_counts": self.label_counts, "mean_sentiment": self.mean_sentiment,
                 "mean_probabilities": self.mean_probabilities, "close_calls": self.close_calls,
                 "rows_per_s": round(self.rows_per_s, 1), "seconds": round(self.seconds, 3),
-                "outputs": self.outputs, "backend": self.backend, "model": self.model, "mode": self.mode}
+                "outputs": self.outputs, "backend": self.backend, "model": self.model, "mode": self.mode,
+                "cleaning": {"provenance": self.cleaning.provenance, "recorded": not self.cleaning.assumed,
+                             "recipe": self.cleaning.as_dict()}}
 
 
 # ---------------------------------------------------------------- planning
@@ -155,7 +159,7 @@ def analyze_files(inputs: Sequence[str | Path], settings: Settings, *, predictor
 
         predictor = load_predictor(None, settings)
     summary = AnalyzeSummary(backend=predictor.name, model=str(predictor.source),
-                             mode=opts.mode)
+                             mode=opts.mode, cleaning=predictor.cleaning)
     groups = GroupSummary(opts.group_by) if opts.group_by else None
     total = sum(_estimate_rows(p) for p in plans)
     started = time.perf_counter()

@@ -233,7 +233,7 @@ def test_first_scores_are_written_after_one_batch_on_cpu(workspace, inputs, tmp_
     events: list[tuple[str, int]] = []
 
     class Recording:  # the real predictor, with its calls recorded
-        name, device, source, batch_size = real.name, real.device, real.source, real.batch_size
+        name, device, source, batch_size, cleaning = real.name, real.device, real.source, real.batch_size, real.cleaning
 
         def encode(self, texts):
             return real.encode(texts)

@@ -107,7 +107,14 @@ def _summary_table(summary) -> Table:
         table.add_row("sentences", f"{data['sentences']:,}")
     table.add_row("errors", f"{data['errors']:,}")
     table.add_row("truncated", f"{data['truncated']:,}")
+    table.add_row("cleaning", _cleaning(data["cleaning"]))
     table.add_row("rows/s", f"{data['rows_per_s']:,.0f}")
     for kind, path in data["outputs"].items():
         table.add_row(kind, path)
     return table
+
+
+def _cleaning(cleaning: dict) -> str:
+    """``recorded`` or ``default (no recipe recorded)``, and the optional steps that ran."""
+    extra = [step.removeprefix("remove_") for step in ("remove_urls", "remove_html") if cleaning["recipe"][step]]
+    return cleaning["provenance"] + (f" (removes {', '.join(extra)})" if extra else "")

@@ -6,18 +6,15 @@ import re
 import unicodedata
 from typing import TYPE_CHECKING, Any, Iterable
 
+from finsight.data.recipe import INVISIBLE_PATTERN, CleaningRecipe, clean_text
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
     from finsight.config import DataSettings
 
-_URL = r"(?:https?://|ftp://|www\.)\S+"
-_HTML_TAG = r"<[^<>]{1,500}>"
-# Zero-width and byte-order marks (and soft hyphens) survive NFKC and would make equal texts
-# look different, or an empty text look like one.
-_INVISIBLE = "[\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff]"
-_INVISIBLE_RE = re.compile(_INVISIBLE)
+_INVISIBLE_RE = re.compile(INVISIBLE_PATTERN)
 # What spreadsheets and dataframe exports write for a missing value: a text that is only one
 # of these (any case) is missing, not a headline.
 NULL_MARKERS = frozenset({"nan", "na", "n/a", "#n/a", "null", "none", "<na>"})
@@ -69,29 +66,24 @@ def _is_null(value: Any) -> bool:
         return type(value).__name__ == "NAType"  # pandas.NA: its comparisons are NA too
 
 
-def clean_texts(texts: "pd.Series", data: "DataSettings") -> "pd.Series":
-    """NFKC, optional HTML/URL removal, whitespace collapsed; missing texts become ''."""
+def recipe_for(data: "DataSettings") -> CleaningRecipe:
+    """The recipe prep cleans with: NFKC, invisible characters removed, whitespace collapsed,
+    and the optional ``data.remove_urls`` / ``data.remove_html``."""
+    return CleaningRecipe(remove_urls=data.remove_urls, remove_html=data.remove_html)
+
+
+def clean_texts(texts: "pd.Series", recipe: CleaningRecipe) -> "pd.Series":
+    """:func:`~finsight.data.recipe.clean_text` on every text; missing texts become ''.
+
+    The same per-text function inference runs, mapped, rather than a vectorised copy of it:
+    pandas' string methods loop in Python on object columns too, and two versions of one rule
+    would drift apart.
+    """
     import pandas as pd
 
     text = pd.Series(texts.array, index=texts.index, dtype=object)
     text = text.where(text.notna(), "").astype(str)
-    if data.remove_html:
-        text = _strip_html(text)
-    text = text.str.normalize("NFKC").str.replace(_INVISIBLE, "", regex=True)
-    if data.remove_urls:
-        text = text.str.replace(_URL, " ", regex=True)
-    return text.str.replace(r"\s+", " ", regex=True).str.strip()
-
-
-def _strip_html(text: "pd.Series") -> "pd.Series":
-    import html
-
-    text = text.str.replace(_HTML_TAG, " ", regex=True)
-    has_entity = text.str.contains("&", regex=False)
-    if has_entity.any():
-        text = text.copy()
-        text[has_entity] = text[has_entity].map(html.unescape)
-    return text
+    return text.map(lambda value: clean_text(value, recipe)).astype(object)
 
 
 def normalized_key(texts: "pd.Series") -> "pd.Series":

@@ -30,7 +30,7 @@ def prepare(inputs: Sequence[str | Path], data: "DataSettings", *, workdir: Path
     succeeds.
     """
     from finsight.data.card import split_summary, text_lengths
-    from finsight.data.clean import clean_texts, text_errors
+    from finsight.data.clean import clean_texts, recipe_for, text_errors
     from finsight.data.dedupe import dedupe
 
     if data.val_size + data.test_size >= 1.0:
@@ -45,7 +45,8 @@ def prepare(inputs: Sequence[str | Path], data: "DataSettings", *, workdir: Path
     frame, records = read_inputs(sources, data)
     rows_in = len(frame)
     unusable = text_errors(frame["text"]).astype(bool)  # None -> False
-    frame["text"] = clean_texts(frame["text"], data)
+    recipe = recipe_for(data)
+    frame["text"] = clean_texts(frame["text"], recipe)
     empty = unusable | (frame["text"] == "")  # also: nothing left after HTML/URL removal
     frame = frame[~empty].assign(_order=_keep_order(frame[~empty]))
     frame, found = dedupe(frame, rule=data.conflict_rule)
@@ -70,8 +71,9 @@ def prepare(inputs: Sequence[str | Path], data: "DataSettings", *, workdir: Path
         "split": {"mode": "pre-split" if pre_split else "stratified",
                   "seed": data.seed, "val_size": data.val_size, "test_size": data.test_size},
         "seed": data.seed,
-        "cleaning": {"unicode": "NFKC", "whitespace": "collapsed", "remove_urls": data.remove_urls,
-                     "remove_html": data.remove_html},
+        # The recipe's steps (what train records in the model's finsight.json), and the two
+        # descriptive keys earlier cards carried.
+        "cleaning": {"unicode": "NFKC", "whitespace": "collapsed", **recipe.as_dict()},
         "columns": ["text", "label", *data.keep_columns],
         "splits": split_summary(frame, SPLITS),
         "text_length": text_lengths(frame["text"], data, max_length=max_length),

@@ -111,6 +111,7 @@ def _manifest(source, exporter, precision: str, fields: dict[str, Any], report: 
         "outputs": [{"name": formats.OUTPUT, "dtype": "float32", "shape": ["batch", num_labels]}],
         "labels": source.labels,
         "max_length": source.max_length,
+        "cleaning": source.recorded_cleaning,
         "source_model": str(source.path) if source.path is not None else source.ref,
         "source_sha256": source.sha256,
         "files": file_hashes(directory),

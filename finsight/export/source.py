@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from finsight.artifacts import directory_sha256
+from finsight.data.recipe import DEFAULT_RECIPE, CleaningRecipe, clean_text
 from finsight.errors import ModelError
 from finsight.model.ref import resolve_artifact
 from finsight.model.tokenizer import Encoder, load_tokenizer
@@ -42,6 +43,12 @@ class Source:
     max_length: int
     input_names: list[str]
     manifest: dict[str, Any] = field(default_factory=dict)
+    cleaning: CleaningRecipe = DEFAULT_RECIPE  # the model's recipe: exports carry it over
+
+    @property
+    def recorded_cleaning(self) -> dict[str, bool] | None:
+        """The recipe for an export's finsight.json; None when the model recorded none."""
+        return None if self.cleaning.assumed else self.cleaning.as_dict()
 
     @property
     def sha256(self) -> str | None:
@@ -52,8 +59,9 @@ class Source:
         return self.path.name if self.path is not None else self.ref.rsplit("/", 1)[-1]
 
     def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """int64 arrays padded to the longest text in ``texts``, as the predictors pad them."""
-        return self.encoder(texts)
+        """int64 arrays padded to the longest text in ``texts``, cleaned and tokenized as the
+        predictors clean and tokenize them."""
+        return self.encoder([clean_text(text, self.cleaning) for text in texts])
 
     def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """The reference: the plain PyTorch model, called the way users call it."""
@@ -102,7 +110,7 @@ def load_source(ref: str | Path, settings: Settings) -> Source:
     encoder = Encoder.from_transformers(tokenizer, max_length=max_length).for_model(model)
     return Source(ref=str(ref), path=artifact.path, model=model, tokenizer=tokenizer, encoder=encoder,
                   labels=labels, max_length=max_length, input_names=list(encoder.input_names),
-                  manifest=artifact.manifest)
+                  manifest=artifact.manifest, cleaning=artifact.cleaning)
 
 
 def logits_module(model):

@@ -16,6 +16,7 @@ from finsight.registry.refs import REGISTRY_PREFIX
 
 if TYPE_CHECKING:
     from finsight.config import Settings
+    from finsight.data.recipe import CleaningRecipe
 
 
 @dataclass
@@ -46,6 +47,21 @@ class Artifact:
             raise ModelError(f"{self.path}: the export manifest names {name}, which is missing; "
                              "re-run finsight export")
         return path
+
+    @property
+    def cleaning(self) -> "CleaningRecipe":
+        """The cleaning recipe the model was trained with (``finsight.json`` ``cleaning``), or the
+        default with ``assumed=True`` when none was recorded (a hub id, an older run)."""
+        from finsight.data.recipe import CleaningRecipe
+
+        recorded = self.manifest.get("cleaning")
+        if recorded is None:
+            return CleaningRecipe(assumed=True)
+        try:
+            return CleaningRecipe.from_dict(recorded)
+        except ValueError as exc:
+            raise ModelError(f"{self.location}: finsight.json cleaning: {exc}; re-run finsight train "
+                             "(or export) with this finsight version") from None
 
     def max_length(self, default: int) -> int:
         return int(self.manifest.get("max_length") or default)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence, r
 
 import numpy as np
 
+from finsight.data.recipe import CleaningRecipe, clean_text
 from finsight.errors import BackendError
 from finsight.labels import LABELS
 from finsight.model.tokenizer import Encoded, Encoder, load_tokenizer
@@ -27,7 +28,8 @@ class Predictor(Protocol):
 
     ``encode`` + ``submit`` split the same work in two so a caller can tokenize the next chunk
     (or write the previous one) while a chunk is scored; ``predict(texts)`` equals
-    ``submit(encode(texts))()``.
+    ``submit(encode(texts))()``. ``encode`` cleans each text with ``cleaning`` (the recipe the
+    model was trained with, :attr:`finsight.model.ref.Artifact.cleaning`) before tokenizing it.
     """
 
     name: str  # the backend: torch, onnx, torchscript, triton
@@ -36,6 +38,7 @@ class Predictor(Protocol):
     labels: tuple[str, ...]
     max_length: int
     batch_size: int  # texts per model call
+    cleaning: CleaningRecipe  # applied to every text; ``assumed`` when the model recorded none
 
     def predict(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -105,8 +108,10 @@ class EncoderPredictor:
     device = "cpu"
     labels: tuple[str, ...] = LABELS
 
-    def __init__(self, *, encoder: Encoder, order: np.ndarray, batch_size: int, source: str):
+    def __init__(self, *, encoder: Encoder, order: np.ndarray, batch_size: int, source: str,
+                 cleaning: CleaningRecipe):
         self.encoder = encoder
+        self.cleaning = cleaning
         self.max_length = encoder.max_length
         self.input_names = encoder.input_names
         self.batch_size = int(batch_size)
@@ -119,7 +124,11 @@ class EncoderPredictor:
         return self.predict_encoded(self.encode(texts))
 
     def encode(self, texts: Sequence[str]) -> Encoded:
-        return self.encoder.encode(texts)
+        return self.encoder.encode(self.clean(texts))
+
+    def clean(self, texts: Sequence[str]) -> list[str]:
+        """``texts`` as the model scores them: its cleaning recipe applied to each."""
+        return [clean_text(text, self.cleaning) for text in texts]
 
     def predict_encoded(self, encoded: Encoded) -> np.ndarray:
         """Probabilities ``(n, 3)`` in canonical order; batches are sorted by length to cut padding."""

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
+from finsight.data.recipe import CleaningRecipe, clean_text
 from finsight.predict.base import Encoded, Predictor
 from finsight.predict.sentences import split_sentences
 
@@ -31,12 +32,22 @@ class DocumentBatch:
 
 
 def split_documents(predictor: Predictor, texts: Sequence[str]) -> DocumentBatch:
-    split = [split_sentences(text) or [text] for text in texts]
+    """Each document cleaned line by line, then split: collapsing whitespace over the whole
+    text would erase the blank lines the splitter splits on, and stripping tags first lets
+    ``<p>One.</p><p>Two.</p>`` split. The sentences are then clean (encode cleaning them again
+    changes nothing), and a line that cleans to nothing (a bare URL) is no sentence."""
+    cleaned = [clean_lines(text, predictor.cleaning) for text in texts]
+    split = [split_sentences(text) or [text] for text in cleaned]
     counts = np.fromiter((len(s) for s in split), dtype=np.int64, count=len(split))
     sentences = [sentence for parts in split for sentence in parts]
     return DocumentBatch(sentences=sentences, n_sentences=counts,
                          sentence_doc=np.repeat(np.arange(len(split)), counts),
                          encoded=predictor.encode(sentences))
+
+
+def clean_lines(text: str, recipe: CleaningRecipe) -> str:
+    """``text`` with each line cleaned by ``recipe`` and the line breaks kept."""
+    return "\n".join(clean_text(line, recipe) for line in text.splitlines())
 
 
 def aggregate(batch: DocumentBatch, sentence_probs: np.ndarray) -> np.ndarray:

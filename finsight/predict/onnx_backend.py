@@ -73,7 +73,8 @@ class OnnxPredictor(EncoderPredictor):
             raise ModelError(f"{model_file}: unexpected graph inputs {sorted(unknown)}; finsight "
                              "feeds input_ids, attention_mask and token_type_ids")
         super().__init__(encoder=encoder_for(artifact, model, input_names=inputs), order=artifact.label_order(),
-                         batch_size=default_batch_size(predict, self.device), source=str(artifact.path))
+                         batch_size=default_batch_size(predict, self.device), source=str(artifact.path),
+                         cleaning=artifact.cleaning)
 
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         logits = self.session.run([self._output], batch)[0]

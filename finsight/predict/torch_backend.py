@@ -48,7 +48,8 @@ class TorchPredictor(EncoderPredictor):
         names = [loaded.config.id2label[i] for i in range(loaded.config.num_labels)]
         encoder = encoder_for(artifact, model).for_model(loaded)
         super().__init__(encoder=encoder, order=canonical_order(names, source=artifact.location),
-                         batch_size=default_batch_size(predict, self.device), source=artifact.location)
+                         batch_size=default_batch_size(predict, self.device), source=artifact.location,
+                         cleaning=artifact.cleaning)
         self._pin = self.device.startswith("cuda")
 
     def _forward(self, batch: dict[str, np.ndarray]) -> Any:

@@ -30,7 +30,8 @@ class TorchScriptPredictor(EncoderPredictor):
         # Traced modules take positional inputs, in the order the manifest records.
         inputs = [i["name"] for i in artifact.manifest.get("inputs", [])] or list(INPUT_NAMES)
         super().__init__(encoder=encoder_for(artifact, model, input_names=inputs), order=artifact.label_order(),
-                         batch_size=default_batch_size(predict, self.device), source=str(artifact.path))
+                         batch_size=default_batch_size(predict, self.device), source=str(artifact.path),
+                         cleaning=artifact.cleaning)
 
     def _forward(self, batch: dict[str, np.ndarray]) -> Any:
         import torch

@@ -1,7 +1,8 @@
 """The Triton client backend: sends raw text to a ``finsight triton build`` ensemble over HTTP or gRPC.
 
-The server tokenizes (with the same :class:`~finsight.model.Encoder`, shipped into the
-repository) and returns probabilities in finsight's label order. The local ref's tokenizer
+The server cleans (with the same :func:`~finsight.data.recipe.clean_text` and the model's
+recipe) and tokenizes (with the same :class:`~finsight.model.Encoder`), both shipped into the
+repository, and returns probabilities in finsight's label order. The local ref's tokenizer
 is still used here, for what the other backends report too: token lengths (batches go out
 sorted by length, so the server pads little) and the truncation count.
 """
@@ -161,21 +162,46 @@ class TritonPredictor(EncoderPredictor):
                                f"and gives {outputs}, not {TEXT} -> {PROBABILITIES}; point "
                                "triton.model_name at an ensemble written by finsight triton build")
         encoder = encoder_for(artifact, model)
-        served = self.client.model_parameters(f"{triton.model_name}_tokenizer").get("max_length")
+        tokenizer_params = self.client.model_parameters(f"{triton.model_name}_tokenizer")
+        served = tokenizer_params.get("max_length")
         if served and int(served) != encoder.max_length:
             raise BackendError(f"Triton's {triton.model_name}_tokenizer truncates at {served} tokens but "
                                f"{artifact.location} at {encoder.max_length}; pass the model the "
                                "repository was built from")
+        self._check_cleaning(artifact, tokenizer_params)
         batch_size = min(default_batch_size(predict, "cpu"), triton.max_batch_size)
         self._concurrency = triton.concurrency
         self._in_flight: deque[_Pending] = deque()
         super().__init__(encoder=encoder, order=np.arange(len(LABELS)), batch_size=batch_size,
-                         source=f"triton+{self.client.protocol}://{self.client.url}/{triton.model_name}")
+                         source=f"triton+{self.client.protocol}://{self.client.url}/{triton.model_name}",
+                         cleaning=artifact.cleaning)
+
+    def _check_cleaning(self, artifact: Artifact, params: dict[str, str]) -> None:
+        """The server's tokenizer model must clean as the local model's recipe says. A repository
+        built before recipes were recorded does not clean at all: the texts sent are cleaned
+        here, so it still scores what the other backends score."""
+        import json
+
+        served = params.get("cleaning")
+        if not served:
+            return
+        wanted = artifact.cleaning.as_dict()
+        try:
+            recorded = json.loads(served)
+        except ValueError:
+            recorded = served
+        if recorded != wanted:
+            raise BackendError(f"Triton's {self.model_name}_tokenizer cleans texts with {served} but "
+                               f"{artifact.location} was trained with {json.dumps(wanted)}; pass the "
+                               "model the repository was built from, or rebuild it")
 
     def encode(self, texts: Sequence[str]) -> TextEncoded:
-        encoded = self.encoder.encode(texts)
+        # The cleaned texts go to the server: its tokenizer model cleans them again, which
+        # changes nothing (clean_text of a cleaned text is that text).
+        cleaned = self.clean(texts)
+        encoded = self.encoder.encode(cleaned)
         return TextEncoded(ids=encoded.ids, lengths=encoded.lengths, truncated=encoded.truncated,
-                           texts=[str(t) for t in texts])
+                           texts=cleaned)
 
     def _batches(self, encoded: Encoded, order: np.ndarray) -> Iterator[np.ndarray]:
         texts = getattr(encoded, "texts", None)

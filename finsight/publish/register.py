@@ -9,6 +9,7 @@ only then create the version and set the aliases. A failure before that leaves n
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import subprocess
 import sys
@@ -109,6 +110,8 @@ def version_tags(artifact: Artifact, settings: Settings) -> dict[str, str]:
         "finsight_version": __version__, "git_commit": git_commit(),
         "data_card_sha256": manifest.get("data_card_sha256") or source.get("data_card_sha256"),
         "train_run_id": manifest.get("mlflow_run_id") or source.get("mlflow_run_id"),
+        # The recipe itself travels in the version's finsight.json; the tag makes it searchable.
+        "cleaning": "default" if artifact.cleaning.assumed else json.dumps(artifact.cleaning.as_dict()),
     }
     if artifact.is_export:
         tags["valid"] = str(bool(manifest.get("valid"))).lower()

@@ -63,6 +63,14 @@ class AnalyzeResponse(Struct):
     model: ModelRef
 
 
+class Cleaning(Struct):
+    """The cleaning recipe every text gets before scoring (and the cache key is the cleaned text)."""
+
+    provenance: str  # "recorded", or "default (no recipe recorded)": a hub id, an older run
+    recorded: bool
+    recipe: dict[str, bool]
+
+
 class ModelInfo(Struct):
     name: str
     version: str
@@ -75,6 +83,7 @@ class ModelInfo(Struct):
     precision: str | None
     validation: dict[str, Any] | None
     valid: bool | None
+    cleaning: Cleaning
 
 
 class Health(Struct):

@@ -17,19 +17,23 @@ import numpy as np
 
 from finsight.artifacts import read_manifest
 from finsight.config import Settings
+from finsight.data.recipe import CleaningRecipe, clean_text
 from finsight.labels import LABELS
 from finsight.predict.base import Predictor
 from finsight.predict.scores import score_records
 from finsight.serve.batching import MicroBatcher, ScoreCache
 from finsight.serve.metrics import metrics
-from finsight.serve.schemas import DocumentScore, ModelInfo, ModelRef, Probabilities, Score
+from finsight.serve.schemas import Cleaning, DocumentScore, ModelInfo, ModelRef, Probabilities, Score
 
 
-def clean(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """``analyze``'s rule (finsight.data.clean.texts_to_score): texts, and None or a reason per text."""
+def clean(texts: Sequence[str], recipe: CleaningRecipe) -> tuple[list[str], np.ndarray]:
+    """``analyze``'s rule (finsight.data.clean.texts_to_score) for which texts cannot be scored,
+    and every other text cleaned with the model's recipe: what the model scores, and the cache
+    key, so two texts that clean to the same string share one entry and one model call."""
     from finsight.data.clean import texts_to_score
 
-    return texts_to_score(texts)
+    texts, errors = texts_to_score(texts)
+    return [text if error is not None else clean_text(text, recipe) for text, error in zip(texts, errors)], errors
 
 
 def model_info(predictor: Predictor, settings: Settings) -> ModelInfo:
@@ -63,7 +67,12 @@ def model_info(predictor: Predictor, settings: Settings) -> ModelInfo:
         format=str(manifest.get("format")) if is_export else "hf",
         precision=manifest.get("precision") if is_export else None,
         validation=manifest.get("validation") if is_export else None,
-        valid=bool(manifest.get("valid")) if is_export else None)
+        valid=bool(manifest.get("valid")) if is_export else None,
+        cleaning=cleaning_info(predictor.cleaning))
+
+
+def cleaning_info(recipe: CleaningRecipe) -> Cleaning:
+    return Cleaning(provenance=recipe.provenance, recorded=not recipe.assumed, recipe=recipe.as_dict())
 
 
 def _probabilities(record: dict) -> Probabilities:
@@ -118,7 +127,7 @@ class Service:  # litestar evaluates these annotations (dependency injection): r
     async def score(self, texts: Sequence[str]) -> list[Score]:
         """Scores in input order; cached texts skip the model, the rest share micro-batches."""
         m = metrics()
-        cleaned, errors = clean(texts)
+        cleaned, errors = clean(texts, self.predictor.cleaning)
         rows: list[np.ndarray | None] = [None] * len(cleaned)
         cached = [False] * len(cleaned)
         todo: dict[str, list[int]] = {}
@@ -155,14 +164,17 @@ class Service:  # litestar evaluates these annotations (dependency injection): r
         """``analyze --mode document`` on each document (split, score, token-weighted mean)."""
         from finsight.predict.document import score_documents
 
+        from finsight.data.clean import texts_to_score
+
         m = metrics()
-        cleaned, errors = clean(documents)
+        # Whole documents keep their line breaks: score_documents cleans them line by line.
+        texts, errors = texts_to_score(documents)
         valid = [i for i, error in enumerate(errors) if error is None]
         results = [DocumentScore(label=None, confidence=None, probabilities=None, sentiment=None,
                                  n_sentences=0, error=str(error)) for error in errors]
         if not valid:
             return results
-        scored = await self.batcher.run(score_documents, self.predictor, [cleaned[i] for i in valid])
+        scored = await self.batcher.run(score_documents, self.predictor, [texts[i] for i in valid])
         probs, batch = scored.probs, scored.batch
         for i, record, n in zip(valid, score_records(probs), batch.n_sentences):
             m["predictions"].labels(record["label"]).inc()

@@ -171,6 +171,8 @@ class _Run:
         self.settings, self.paths, self.data_path, self.frames = settings, paths, data_path, frames
         self.resume, self.progress = resume, progress
         self.started = time.time()
+        # Read before training: a card that cannot be read fails now, not after the last epoch.
+        self.cleaning = _card_cleaning(data_path / DATA_CARD)
 
     def execute(self) -> dict[str, Any] | None:
         import lightning.pytorch as pl
@@ -323,6 +325,7 @@ class _Run:
                 "kind": "model", "format": "hf", "labels": result["labels"],
                 "max_length": result["max_length"], "base_model": result["base_model"],
                 "data_card_sha256": sha256_file(card) if card.is_file() else None,
+                "cleaning": self.cleaning,
                 "data_dir": result["data_dir"], "best_val": result["best_val"],
                 "best_epoch": result["best_epoch"], "mlflow_run_id": result["mlflow_run_id"],
                 "files": file_hashes(tmp)})
@@ -341,6 +344,22 @@ class _Run:
         items += [(self.paths.out / "metrics.json", None), (self.paths.out / "config.yaml", None),
                   (self.paths.out / "model", "model")]
         tracking.log_artifacts(logger, items)
+
+
+def _card_cleaning(card: Path) -> dict[str, bool] | None:
+    """The cleaning recipe prep recorded in the data card, as finsight.json records it; None when
+    the card (or its record) is absent: inference then says it assumes the default."""
+    from finsight.data.recipe import CleaningRecipe
+    from finsight.errors import DataError
+    from finsight.io import read_json
+
+    recorded = read_json(card).get("cleaning")
+    if recorded is None:
+        return None
+    try:
+        return CleaningRecipe.from_dict(recorded).as_dict()
+    except ValueError as exc:
+        raise DataError(f"{card}: cleaning: {exc}; re-run finsight prep") from None
 
 
 def _check_length(start, max_length: int) -> None:

@@ -34,9 +34,9 @@ REPOSITORY_KIND = "triton-repository"
 PERF_INPUTS = "perf_inputs.json"
 _PYTHON_MODELS = Path(__file__).resolve().parent / "python_models"
 # finsight's own modules each python model imports, copied unchanged (the package __init__s are
-# left empty so that importing them pulls in nothing else): one tokenization rule and one
-# label rule, on the server and in the local predictors.
-_SHIPPED = {"tokenizer": ("errors.py", "model/tokenizer.py"),
+# left empty so that importing them pulls in nothing else): one cleaning rule, one tokenization
+# rule and one label rule, on the server and in the local predictors.
+_SHIPPED = {"tokenizer": ("errors.py", "model/tokenizer.py", "data/recipe.py"),
             "postprocess": ("errors.py", "labels.py", "predict/scores.py")}
 
 
@@ -58,8 +58,9 @@ def build_repository(ref: str, settings: Settings, *,
     check_output_dir(out, kind=REPOSITORY_KIND, what="triton repository", flag="--repo (triton.repository)")
     inputs = [i["name"] for i in export.manifest.get("inputs", [])] or list(INPUT_NAMES)
     max_length = export.max_length(settings.model.max_length)
+    cleaning = export.cleaning
     configs = model_configs(name, cfg, inputs=inputs, max_length=max_length,
-                            label_order=export.label_order().tolist())
+                            label_order=export.label_order().tolist(), cleaning=cleaning.as_dict())
     step("checking every config.pbtxt against Triton's model_config.proto")
     for model, text in configs.items():
         parse_config(text, where=f"{model}/config.pbtxt")
@@ -79,6 +80,7 @@ def build_repository(ref: str, settings: Settings, *,
             "classifier_backend": cfg.classifier_backend, "instance_kind": cfg.kind,
             "instances": cfg.instances, "max_batch_size": cfg.max_batch_size,
             "labels": list(LABELS), "max_length": max_length, "inputs": inputs,
+            "cleaning": cleaning.as_dict(), "cleaning_provenance": cleaning.provenance,
             "source": str(export.path), "source_precision": export.manifest.get("precision"),
             "files": file_hashes(tmp),
         }
@@ -114,8 +116,12 @@ def read_repository(path: str | Path) -> dict[str, Any]:
 
 
 def model_configs(name: str, cfg: TritonSettings, *, inputs: list[str], max_length: int,
-                  label_order: list[int]) -> dict[str, str]:
-    """Model name -> config.pbtxt text for the four models."""
+                  label_order: list[int], cleaning: dict[str, bool] | None = None) -> dict[str, str]:
+    """Model name -> config.pbtxt text for the four models; ``cleaning`` is the recipe the
+    tokenizer model applies (the default one when None)."""
+    from finsight.data.recipe import DEFAULT_RECIPE
+
+    recipe = json.dumps(DEFAULT_RECIPE.as_dict() if cleaning is None else cleaning, sort_keys=True)
     batch = cfg.max_batch_size
     tokens = ",\n".join(_tensor(n, "TYPE_INT64", -1) for n in inputs)
     kind = "KIND_GPU" if cfg.kind == "gpu" else "KIND_CPU"
@@ -150,7 +156,8 @@ dynamic_batching {{{sizes}
 }}
 instance_group [ {{ count: {cfg.instances} kind: {kind} }} ]{accelerator}
 """
-    tokenizer = f"""# Raw text -> token tensors, with finsight's Encoder (shipped in 1/finsight/).
+    tokenizer = f"""# Raw text -> cleaned (the model's recipe) -> token tensors, with finsight's
+# clean_text and Encoder (shipped in 1/finsight/).
 name: "{name}_tokenizer"
 backend: "python"
 max_batch_size: {batch}
@@ -162,6 +169,7 @@ output [
 ]
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 parameters {{ key: "max_length" value: {{ string_value: "{max_length}" }} }}
+parameters {{ key: "cleaning" value: {{ string_value: "{_escape(recipe)}" }} }}
 """
     postprocess = f"""# Logits -> probabilities in finsight's label order ({", ".join(LABELS)}) and the label.
 name: "{name}_postprocess"
@@ -310,7 +318,7 @@ Send raw text; get probabilities and a label back.
 | model | what it does |
 | --- | --- |
 | `{name}` | ensemble: `TEXT` (TYPE_STRING, dims [1]) in; `probabilities` (FP32 [3]: {", ".join(LABELS)}) and `label` (TYPE_STRING) out |
-| `{name}_tokenizer` | python backend: finsight's own tokenizer (shipped in `1/finsight/`), truncation at {max_length} tokens |
+| `{name}_tokenizer` | python backend: finsight's own cleaning (the model's recipe, parameter `cleaning`) and tokenizer (shipped in `1/finsight/`), truncation at {max_length} tokens |
 | `{name}_model` | the ONNX classifier on {classifier}; dynamic batching, max batch {cfg.max_batch_size} |
 | `{name}_postprocess` | python backend: softmax, finsight's label order, the label |
 
