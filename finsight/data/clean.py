@@ -1,4 +1,5 @@
-"""Text cleaning, the one rule for unusable texts, and the key duplicate detection compares."""
+"""Prep's cleaning (the recipe's function on a column), the one rule for unusable texts, and the
+key duplicate detection compares."""
 
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ def text_errors(texts: Iterable[Any]) -> "np.ndarray":
 
 def texts_to_score(values: Iterable[Any]) -> tuple[list[str], "np.ndarray"]:
     """The texts as given (document mode needs their line breaks; a null becomes '') and
-    :func:`text_errors`: what analyze, serve and the pyfunc score, and which rows they flag."""
+    :func:`text_errors`: what analyze, serve and the pyfunc hand the predictor, which cleans
+    them with the model's recipe (:func:`~finsight.data.recipe.clean_text`), and which rows
+    they flag."""
     values = list(values)
     texts = ["" if _is_null(value) else value if isinstance(value, str) else str(value) for value in values]
     return texts, text_errors(values)

@@ -6,7 +6,9 @@ The MLflow model holds the finsight artifact directory (HF or ONNX/TorchScript +
 needs only the pip requirements written beside it. ``predict`` takes a list of texts or a
 one-column DataFrame (any column name) and returns the ``analyze`` columns: label, confidence,
 p_negative, p_neutral, p_positive, sentiment (from :mod:`finsight.predict.scores`) and error; a
-row with an empty or missing text gets label "" and NaN scores, and its reason in error.
+row with an empty or missing text gets label "" and NaN scores, and its reason in error. Texts
+are cleaned with the recipe in the bundled ``finsight.json`` (the predictor's ``cleaning``), as
+analyze and serve clean them.
 Predictor settings (``predict.*`` keys without the prefix, e.g. ``{"num_threads": 1}``) can be
 passed as ``model_config`` to ``load_model`` or ``spark_udf``.
 """
