@@ -158,6 +158,15 @@ def test_breaker_opens_probes_once_and_closes():
     breaker.admit()
 
 
+def test_the_triton_client_timeout_follows_the_deadline_unless_set(tmp_path):
+    from finsight.config import load_settings
+    from finsight.serve.defaults import for_serving
+
+    base = {"predict.model": str(tmp_path), "predict.device": "cpu", "serve.request_timeout_s": 3}
+    assert for_serving(load_settings(flags=base)).triton.timeout_s == 3
+    assert for_serving(load_settings(flags={**base, "triton.timeout_s": 20})).triton.timeout_s == 20
+
+
 # ---------------------------------------------------------------- in-process: the app
 
 
@@ -355,7 +364,11 @@ def test_serve_on_triton_survives_a_slow_a_dead_and_a_restarted_server(triton_re
                            "predict.backend=triton", f"triton.url={triton.http_url}", "triton.timeout_s=5",
                            "serve.request_timeout_s=1", "serve.breaker_failures=2",
                            "serve.breaker_reset_s=2", "serve.warmup_texts=2", "serve.cache_size=0")
-        serve.wait_ready()
+        try:
+            serve.wait_ready(60)
+        except RuntimeError:
+            raise RuntimeError("\n".join(line for line in serve.log.read_text().splitlines()
+                                          if '"path": "/ready"' not in line)[-3000:]) from None
         with httpx.Client(base_url=serve.url, timeout=30) as client:
             assert client.post("/v1/predict", json={"text": "Profit rose."}).status_code == 200
             _slow_backend(client, triton)
@@ -435,6 +448,6 @@ def _restarted_backend(client: httpx.Client, triton, serve: LiveServer) -> None:
     metrics = client.get("/metrics").text
     assert metric(metrics, "finsight_circuit_open") == 0 and metric(metrics, "finsight_circuit_rejected_total") >= 5
     assert metric(metrics, "finsight_deadline_exceeded_total") >= 2 and metric(metrics, "finsight_dropped_texts_total") >= 1
-    log = serve.output()
+    log = serve.log.read_text()
     assert "circuit open" in log and "circuit closed" in log and "Traceback" not in log
     assert json.loads(client.get("/health/detailed").text)["breaker"]["state"] == "closed"

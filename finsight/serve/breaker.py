@@ -87,9 +87,11 @@ class CircuitBreaker:
         with self._lock:
             self.failures += 1
             self.last_error = LastError(text, time.time())
-            opens = self.state == HALF_OPEN or (self.state == CLOSED and self.failures >= self.threshold)
-            if opens or self.state == OPEN:
+            was = self.state
+            if was != CLOSED or self.failures >= self.threshold:
                 self.state, self._next_probe = OPEN, self._clock() + self.reset_s
-        if opens:
+        if was == CLOSED and self.state == OPEN:
             log.warning("circuit open after %d consecutive model backend failures (%s); scoring answers "
                         "503 and /ready 503, probe in %g s", self.failures, text, self.reset_s)
+        elif was == HALF_OPEN:
+            log.info("circuit stays open: the probe failed (%s); next probe in %g s", text, self.reset_s)

@@ -261,8 +261,8 @@ class Service:  # litestar evaluates these annotations (dependency injection): r
             if self.breaker.probe_due():
                 try:
                     await self.probe()
-                except Exception as exc:  # noqa: BLE001 - the breaker has it; the log says so
-                    log.warning("backend probe failed: %s", exc)
+                except Exception as exc:  # noqa: BLE001 - a failed call is logged by the breaker
+                    log.debug("backend probe: %s", exc)
 
     def detailed(self) -> DetailedHealth:
         """What /health/detailed answers: no texts, nothing secret."""
