@@ -408,6 +408,7 @@ def _slow_backend(client: httpx.Client, triton) -> None:
     second.join(10)
     _signal_group(triton.pid, signal.SIGCONT)
     for text, (response, took) in answers.items():
+        print(f"SIGSTOPped Triton: {text!r} -> {response.status_code} in {took:.2f} s")
         assert response.status_code == 504, (text, response.text)
         assert response.json()["limit"] == "serve.request_timeout_s" and 0.9 < took < 2.0, took
     # The stuck batch finishes at Triton; the queued request was dropped from the next one.
@@ -422,10 +423,12 @@ def _dead_backend(client: httpx.Client, triton) -> None:
     triton.process.wait(10)
     for i in range(2):  # serve.breaker_failures: each a quick 503 with the backend's reason
         response, took = _timed(lambda: client.post("/v1/predict", json={"text": f"Dead {i}."}))
+        print(f"killed Triton, failure {i + 1}: {response.status_code} in {took * 1000:.0f} ms")
         assert response.status_code == 503 and took < 1.0, (response.text, took)
         assert "Triton inference" in response.json()["detail"]
     for i in range(5):
         response, took = _timed(lambda: client.post("/v1/predict", json={"text": f"Refused {i}."}))
+        print(f"circuit open, request {i + 1}: {response.status_code} in {took * 1000:.0f} ms")
         assert response.status_code == 503 and took < 0.5, (response.text, took)
         assert response.json()["limit"] == "serve.breaker_failures" and int(response.headers["retry-after"]) >= 1
     ready = client.get("/ready")
@@ -442,6 +445,7 @@ def _restarted_backend(client: httpx.Client, triton, serve: LiveServer) -> None:
     triton.stop()  # reaps the killed process group and its work dir
     triton.start(same_ports=True)
     took = _wait(lambda: client.get("/ready").status_code == 200, 2 + 3, step=0.1)
+    print(f"Triton ready again -> /ready 200 after {took:.2f} s (serve.breaker_reset_s=2)")
     assert took <= 2 + 3
     response = client.post("/v1/predict", json={"text": "Back in service."})
     assert response.status_code == 200, response.text

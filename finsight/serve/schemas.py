@@ -127,7 +127,7 @@ class ErrorBody(Struct):
     status_code: int
     detail: str
     limit: str | None = None
-    value: int | float | None = None
+    value: float | None = None  # a number: a limit such as serve.request_timeout_s=0.5 is not whole
     extra: Any = None
 
 
