@@ -272,7 +272,8 @@ class ServeSettings(Section):
         None, description="file with one accepted API key per line (# comments), added to api_keys")
     open_paths: list[str] = Field(
         default_factory=lambda: ["/", "/health", "/ready", "/metrics", "/schema"],
-        description="paths (and their subpaths) served without an API key and without rate limit")
+        description="paths (and their subpaths: /health covers /health/detailed) served without an "
+                    "API key and without rate limit")
     rate_limit: str | None = Field(
         None, description="requests per API key (else client IP), e.g. '600/minute'; None disables")
     cors_origins: list[str] = Field(
@@ -282,6 +283,14 @@ class ServeSettings(Section):
         16, ge=0, description="texts scored at start-up before /ready answers 200; 0 skips warm-up")
     shutdown_timeout_s: float = Field(
         30.0, gt=0, description="on SIGTERM: seconds to finish queued requests before exiting")
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="per-request deadline: past it the client gets 504 and a request still "
+                                "queued is dropped from its micro-batch (never scored)")
+    breaker_failures: int = Field(
+        5, ge=1, description="consecutive failed model calls that open the circuit: scoring answers 503 "
+                             "+ Retry-After at once and /ready 503 until a probe call succeeds")
+    breaker_reset_s: float = Field(
+        5.0, gt=0, description="seconds an open circuit waits before one probe call (half-open) may close it")
 
     @field_validator("rate_limit")
     @classmethod

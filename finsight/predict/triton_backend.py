@@ -9,6 +9,7 @@ sorted by length, so the server pads little) and the truncation count.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -52,6 +53,16 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def _quiet_gevent_hub() -> None:
+    """A failed request (the server is down) reaches the caller through ``get_result`` as a
+    BackendError; gevent's hub would also print its traceback to stderr, outside the server's
+    JSON log lines, once per request. This thread's hub only runs this client's greenlets."""
+    import gevent
+
+    hub = gevent.get_hub()
+    hub.NOT_ERROR = (*hub.NOT_ERROR, Exception)
+
+
 class TritonClient:
     """One protocol-neutral client of a Triton server: health, metadata, asynchronous infer."""
 
@@ -59,14 +70,31 @@ class TritonClient:
         self.protocol = cfg.protocol
         self.url = cfg.url.split("://", 1)[-1]
         self.timeout_s = float(cfg.timeout_s)
+        self.concurrency = cfg.concurrency
         self.module = _client_module(self.protocol)
+        self._local = threading.local()
+        self._clients: list[Any] = []
+        self.client  # noqa: B018 - a bad url fails here, at load, not at the first request
+
+    @property
+    def client(self) -> Any:
+        """This thread's client. The HTTP client runs on gevent, whose connections belong to
+        the thread that made them ("Cannot switch to a different thread" from any other):
+        ``finsight serve`` loads the predictor on one thread and scores on its worker thread."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._connect()
+            self._clients.append(client)
+        return client
+
+    def _connect(self) -> Any:
         try:
             if self.protocol == "grpc":
-                self.client = self.module.InferenceServerClient(url=self.url)
-            else:
-                self.client = self.module.InferenceServerClient(
-                    url=self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s,
-                    concurrency=cfg.concurrency)
+                return self.module.InferenceServerClient(url=self.url)
+            _quiet_gevent_hub()
+            return self.module.InferenceServerClient(
+                url=self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s,
+                concurrency=self.concurrency)
         except Exception as exc:  # noqa: BLE001 - tritonclient raises its own and socket errors
             raise BackendError(f"cannot connect to Triton at {self.url} ({self.protocol}): "
                                f"{_first_line(exc)}; check triton.url") from None
@@ -141,10 +169,11 @@ class TritonClient:
                             f"{_first_line(exc)}")
 
     def close(self) -> None:
-        try:
-            self.client.close()
-        except Exception:  # noqa: BLE001 - closing a broken connection
-            pass
+        for client in self._clients:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
 
 
 class TritonPredictor(EncoderPredictor):
@@ -216,7 +245,10 @@ class TritonPredictor(EncoderPredictor):
         # At most triton.concurrency requests in flight: the rest wait here, so a request's
         # timeout counts its own time on the server, not a queue of this call's batches.
         while len(self._in_flight) >= self._concurrency:
-            self._in_flight.popleft().result()
+            try:
+                self._in_flight.popleft().result()
+            except BackendError:  # an earlier call's failure, raised to that call already
+                pass
         pending = _Pending(self.client.infer(self.model_name, batch))
         self._in_flight.append(pending)
         return pending

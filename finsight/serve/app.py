@@ -6,6 +6,7 @@ carry this server's limits and are built per app, so litestar must see the real 
 
 import asyncio
 import logging
+import math
 import re
 from typing import Any
 
@@ -23,11 +24,13 @@ from finsight.config import ServeSettings, Settings, parse_rate_limit
 from finsight.errors import FinsightError
 from finsight.predict.base import Predictor
 from finsight.serve import middleware as mw
-from finsight.serve.batching import Overloaded
+from finsight.serve.batching import DeadlineExceeded, Overloaded
+from finsight.serve.breaker import BackendUnavailable
 from finsight.serve.metrics import LATENCY_BUCKETS, PREFIX, metrics, render
 from finsight.serve.page import PAGE
 from finsight.serve.schemas import (
-    AnalyzeResponse, BatchResponse, ErrorBody, Health, ModelInfo, PredictResponse, request_types)
+    AnalyzeResponse, BatchResponse, DetailedHealth, ErrorBody, Health, ModelInfo, PredictResponse,
+    request_types)
 from finsight.serve.service import Service
 
 log = logging.getLogger("finsight.serve")
@@ -45,12 +48,14 @@ def _responses(*codes: int) -> dict[int, ResponseSpec]:
         422: "a text longer than serve.max_text_chars (a document: serve.max_document_chars) or more "
              "items than serve.max_texts_per_request",
         429: "rate limit (serve.rate_limit) exceeded; see the RateLimit-* headers",
-        503: "the request queue is full (serve.max_queue) or the model is warming up; see Retry-After",
+        503: "the request queue is full (serve.max_queue), the model is warming up or the model "
+             "backend is failing (circuit open: serve.breaker_failures); see Retry-After",
+        504: "no answer within serve.request_timeout_s; the request was dropped unscored",
     }
     return {code: _spec(described[code]) for code in codes}
 
 
-SCORING_ERRORS = (400, 401, 413, 422, 429, 503)
+SCORING_ERRORS = (400, 401, 413, 422, 429, 503, 504)
 READ_ERRORS = (401, 429)
 
 
@@ -106,6 +111,21 @@ def _exception_handlers(opts: ServeSettings) -> dict:
             FinsightError: finsight_error, Exception: internal}
 
 
+def _health_handlers(opts: ServeSettings) -> dict:
+    """A passed deadline (504) and an open circuit (503 at once, without touching the model)."""
+
+    def deadline(request: Request, exc: DeadlineExceeded) -> Response:
+        metrics()["deadline_exceeded"].inc()
+        return _error(504, str(exc), limit="serve.request_timeout_s", value=opts.request_timeout_s)
+
+    def unavailable(request: Request, exc: BackendUnavailable) -> Response:
+        metrics()["circuit_rejected"].inc()
+        return _error(503, str(exc), headers={"Retry-After": str(exc.retry_after)},
+                      limit="serve.breaker_failures", value=opts.breaker_failures)
+
+    return {DeadlineExceeded: deadline, BackendUnavailable: unavailable}
+
+
 # ---------------------------------------------------------------- the app
 
 
@@ -115,20 +135,23 @@ def create_app(settings: Settings, predictor: Predictor, *, service: Service | N
     service = service or Service.build(predictor, settings)
     keys = mw.load_api_keys(opts)
     types = request_types(opts)
-    warming: list[asyncio.Task] = []  # holds the warm-up task so it is not garbage-collected
+    tasks: list[asyncio.Task] = []  # holds the warm-up and prober tasks so they are not garbage-collected
 
     async def start() -> None:
         service.batcher.start()
+        loop = asyncio.get_running_loop()
         # Warm up in the background: /health answers at once, /ready once the model is warm.
-        warming.append(asyncio.get_running_loop().create_task(_warm(service)))
+        tasks.append(loop.create_task(_warm(service)))
+        tasks.append(loop.create_task(service.watch_backend(), name="finsight-backend-probe"))
 
     async def stop() -> None:
+        tasks[-1].cancel()  # no probe once shutdown begins
         await service.batcher.stop()  # queued requests are answered before the worker exits
 
     app = Litestar(
         route_handlers=_routes(types, lambda path: bool(keys) and not mw.is_open(path, opts.open_paths)),
         dependencies={"service": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
-        exception_handlers=_exception_handlers(opts),
+        exception_handlers={**_exception_handlers(opts), **_health_handlers(opts)},
         middleware=_middleware(opts, keys),
         request_max_body_size=opts.max_body_bytes,
         cors_config=_cors(opts),
@@ -182,12 +205,22 @@ def _routes(types: dict[str, type], needs_key: Any) -> list:
     async def health() -> Health:
         return Health(status="ok")
 
-    @get("/ready", summary="The model is loaded and warmed up", security=security("/ready"),
-         responses={503: ResponseSpec(data_container=Health, description="still warming up")})
+    @get("/ready", summary="The model is loaded, warmed up and its backend answers (circuit closed)",
+         security=security("/ready"),
+         responses={503: ResponseSpec(data_container=Health,
+                                      description="still warming up, or the backend is failing (circuit open)")})
     async def ready(service: Service) -> Response[Health]:
-        if service.ready:
-            return Response(Health(status="ready"))
-        return Response(Health(status="warming up"), status_code=503, headers={"Retry-After": "1"})
+        status = service.status
+        if status == "ready":
+            return Response(Health(status=status))
+        retry = service.breaker.retry_after()
+        return Response(Health(status=status), status_code=503,
+                        headers={"Retry-After": str(max(1, math.ceil(retry or 1)))})
+
+    @get("/health/detailed", security=security("/health/detailed"),
+         summary="Model, backend, uptime, queue, cache, circuit breaker, last backend error, memory")
+    async def health_detailed(service: Service) -> DetailedHealth:
+        return service.detailed()
 
     @get("/metrics", include_in_schema=False)
     async def metrics_route() -> Response[bytes]:
@@ -199,7 +232,7 @@ def _routes(types: dict[str, type], needs_key: Any) -> list:
     async def page() -> str:
         return PAGE
 
-    return [predict, predict_batch, analyze, model, health, ready, metrics_route, page]
+    return [predict, predict_batch, analyze, model, health, ready, health_detailed, metrics_route, page]
 
 
 def _middleware(opts: ServeSettings, keys: tuple[str, ...]) -> list:

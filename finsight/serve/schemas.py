@@ -90,13 +90,53 @@ class Health(Struct):
     status: str
 
 
+class CacheHealth(Struct):
+    entries: int
+    capacity: int  # serve.cache_size; 0: the cache is off
+    hits: int  # texts answered from the cache since start
+    misses: int  # texts sent to the model since start
+    hit_ratio: float | None  # hits / (hits + misses); null before the first lookup
+
+
+class BreakerHealth(Struct):
+    state: str  # closed | open | half-open
+    consecutive_failures: int
+    failures_to_open: int  # serve.breaker_failures
+    reset_s: float  # serve.breaker_reset_s
+    probe_in_s: float | None  # seconds until a probe may close an open circuit; null while closed
+
+
+class BackendFailure(Struct):
+    message: str
+    at: float  # unix time
+    seconds_ago: float
+
+
+class DetailedHealth(Struct):
+    """GET /health/detailed: what runs and how it is doing; never a text or a key."""
+
+    status: str  # ready | warming up | backend unavailable (the circuit is open)
+    model: ModelRef
+    backend: str
+    device: str
+    finsight_version: str
+    uptime_s: float
+    queue_depth: int  # requests waiting for the model
+    in_flight: int  # requests waiting or being scored
+    cache: CacheHealth
+    breaker: BreakerHealth
+    last_backend_error: BackendFailure | None  # kept after recovery: when and what last failed
+    resident_memory_bytes: int | None
+    peak_resident_memory_bytes: int | None
+
+
 class ErrorBody(Struct):
     """Every non-2xx answer: the status, what went wrong and, for a limit, its key and value."""
 
     status_code: int
     detail: str
     limit: str | None = None
-    value: int | None = None
+    value: float | None = None  # a number: a limit such as serve.request_timeout_s=0.5 is not whole
     extra: Any = None
 
 

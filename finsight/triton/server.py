@@ -138,11 +138,13 @@ class TritonServer:
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self) -> "TritonServer":
-        """Start the server and wait until it is ready; a failed start raises with its reason."""
+    def start(self, *, same_ports: bool = False) -> "TritonServer":
+        """Start the server and wait until it is ready; a failed start raises with its reason.
+        ``same_ports``: a restart binds the ports of the last start (its clients reconnect)."""
         self.workdir = Path(tempfile.mkdtemp(prefix="finsight-triton-"))
         self.log = self.workdir / "server.log"
-        self.http_port, self.grpc_port = free_port(), free_port()
+        if not (same_ports and self.http_port):
+            self.http_port, self.grpc_port = free_port(), free_port()
         command = [str(self.install.binary), f"--model-repository={self.repository}",
                    "--http-address=127.0.0.1", f"--http-port={self.http_port}",
                    "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
