@@ -6,9 +6,11 @@ for a given ref; ``load_predictor`` picks the backend (``auto`` included) and bu
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from finsight.errors import BackendError
+from finsight.errors import BackendError, FinsightWarning
 from finsight.model.ref import Artifact, resolve_artifact, source_model
 from finsight.predict.base import Predictor
 
@@ -99,7 +101,20 @@ def load_predictor(ref: str | None, settings: Settings, backend: str | None = No
     chosen = _auto(artifact, settings) if name == "auto" else _named(name)
     target = chosen.artifact_for(artifact)
     target.require_valid(force=settings.predict.force)
+    verify_artifact(target, settings)
     return chosen.load(target, settings)
+
+
+def verify_artifact(artifact: Artifact, settings: Settings) -> None:
+    """:meth:`Artifact.verify_files` with stamps under ``<workdir>/verified`` when the
+    artifact's parent is read-only; ``predict.verify=false`` skips it with a FinsightWarning."""
+    if artifact.path is None:
+        return
+    if not settings.predict.verify:
+        warnings.warn(f"predict.verify=false: the files of {artifact.path} are not checked against "
+                      "its finsight.json", FinsightWarning, stacklevel=2)
+        return
+    artifact.verify_files(stamp_dir=Path(settings.workdir) / "verified")
 
 
 def _named(name: str) -> Backend:
