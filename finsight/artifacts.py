@@ -113,12 +113,14 @@ def _write_stamps(stamps: Sequence[Path], payload: dict[str, Any]) -> None:
             continue  # read-only mount: try the next place, else keep hashing every start
 
 
-def directory_sha256(directory: str | Path) -> str:
-    """One digest for a whole directory (names and contents), e.g. a source model."""
+def directory_sha256(directory: str | Path, *, stamps: Sequence[Path] = ()) -> str:
+    """One digest for a whole directory (names and contents), e.g. a source model; ``stamps``
+    as :func:`stamped_hashes` takes them (none: every file hashed)."""
     import hashlib
 
     digest = hashlib.sha256()
-    for name, sha in file_hashes(directory).items():
+    hashes = stamped_hashes(directory, stamps) if stamps else file_hashes(directory)
+    for name, sha in hashes.items():
         digest.update(f"{name}\0{sha}\n".encode())
     return digest.hexdigest()
 

@@ -84,9 +84,11 @@ def test_analyze_refuses_a_tampered_export_naming_the_file(cli, export, texts, t
     assert not out.exists()
 
 
-def test_a_real_serve_process_exits_1_before_binding(export, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_real_serve_process_exits_1_before_binding(export, tmp_path, workers):
+    """With --workers 2 the parent checks the model before uvicorn starts any worker."""
     named = _tamper(export, "changed")
-    live = LiveServer(export, tmp_path / "serve.log", "predict.backend=onnx")
+    live = LiveServer(export, tmp_path / "serve.log", "predict.backend=onnx", f"serve.workers={workers}")
     try:
         code = live.proc.wait(90)
     finally:
@@ -289,3 +291,23 @@ def test_register_uses_the_same_check(export):
     _flip_byte(export / "model.onnx")
     with pytest.raises(ModelError, match="changed: model.onnx"):
         check_artifact(resolve_artifact(str(export)))
+
+
+def test_the_export_beside_a_model_is_found_from_stamps_and_lost_when_the_model_changes(
+        pristine, tmp_path, counted, monkeypatch):
+    """``--backend auto`` on a model dir matches the export's source_sha256 against the model's
+    files on every start; the stamps spare hashing the weights, not the check."""
+    monkeypatch.setattr(artifacts, "_RACY_NS", 0)
+    run = tmp_path / "run"
+    shutil.copytree(pristine.parent / "model", run / "model")
+    shutil.copytree(pristine, run / "export-onnx")
+    model = resolve_artifact(str(run / "model"))
+    assert model.export_beside("onnx") is not None and "model.safetensors" in counted
+    counted.clear()
+    assert model.export_beside("onnx") is not None and counted == []
+
+    import time
+
+    time.sleep(0.05)
+    _flip_byte(run / "model" / "model.safetensors", offset=4096)  # retrained in place, same size
+    assert model.export_beside("onnx") is None and counted == ["model.safetensors"]

@@ -125,7 +125,9 @@ class Artifact:
                 candidates.append((directory, manifest))
         if not candidates:
             return None
-        digest = directory_sha256(self.path)
+        # Every auto start asks this (twice): the stamps the load check keeps spare re-hashing
+        # the model's weights each time.
+        digest = directory_sha256(self.path, stamps=[stamp_beside(self.path)])
         matching = [(d, m) for d, m in candidates if m.get("source_sha256") == digest]
         matching.sort(key=lambda dm: dm[1].get("precision") != "int8")
         if not matching:

@@ -95,6 +95,14 @@ def load_predictor(ref: str | None, settings: Settings, backend: str | None = No
     ``predict.backend``. ``auto`` runs an export dir with its own format; for a model dir it
     prefers a valid ONNX export beside it on CPU (int8 first) and torch on a GPU.
     """
+    chosen, target = checked_artifact(ref, settings, backend)
+    return chosen.load(target, settings)
+
+
+def checked_artifact(ref: str | None, settings: Settings, backend: str | None = None) -> tuple[Backend, Artifact]:
+    """The backend and the artifact :func:`load_predictor` would load, refused (not valid, files
+    not those of its manifest) before any model is built: a parent process that only hands the
+    model to workers checks it with this."""
     ref = ref or settings.predict.model or settings.model.name_or_path
     artifact = resolve_artifact(str(ref), settings)
     name = backend or settings.predict.backend
@@ -102,7 +110,7 @@ def load_predictor(ref: str | None, settings: Settings, backend: str | None = No
     target = chosen.artifact_for(artifact)
     target.require_valid(force=settings.predict.force)
     verify_artifact(target, settings)
-    return chosen.load(target, settings)
+    return chosen, target
 
 
 def verify_artifact(artifact: Artifact, settings: Settings) -> None:
