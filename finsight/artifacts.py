@@ -7,7 +7,7 @@ Loaders (evaluate, analyze, serve, Triton) read labels, max_length and validity 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from finsight import __version__
 from finsight.io import atomic_write_json, sha256_file
@@ -39,12 +39,88 @@ def file_hashes(directory: str | Path) -> dict[str, str]:
             if p.is_file() and p.name != MANIFEST}
 
 
-def directory_sha256(directory: str | Path) -> str:
-    """One digest for a whole directory (names and contents), e.g. a source model."""
+# Files that changed less than this long ago get no stamp: a write within the same timestamp
+# tick as the stat could leave size, mtime and ctime as they were.
+_RACY_NS = 2_000_000_000
+
+
+def file_changes(directory: str | Path, recorded: dict[str, str], *,
+                 stamps: Sequence[Path] = ()) -> dict[str, list[str]]:
+    """How ``directory``'s files differ from the sha256 list ``recorded``: ``changed``,
+    ``missing`` and ``added`` names (empty lists when they agree). ``stamps``: see
+    :func:`stamped_hashes`; none hashes every file."""
+    actual = stamped_hashes(directory, stamps) if stamps else file_hashes(directory)
+    return {"changed": [n for n in recorded if n in actual and actual[n] != recorded[n]],
+            "missing": [n for n in recorded if n not in actual],
+            "added": [n for n in actual if n not in recorded]}
+
+
+def stamp_beside(directory: Path) -> Path:
+    """The stamp file of ``directory`` next to it (never inside: that would change its hashes)."""
+    return directory.parent / f".{directory.name}.verified.json"
+
+
+def stamped_hashes(directory: str | Path, stamps: Sequence[Path]) -> dict[str, str]:
+    """:func:`file_hashes`, hashing again only files whose (size, mtime_ns, ctime_ns, inode)
+    differ from what the first readable of ``stamps`` recorded; the new stamps are written to
+    the first writable one (none writable: nothing is cached, every file is hashed).
+
+    What a stamp trusts: that a write through the file system moves mtime or ctime (ctime
+    cannot be set back by ``touch`` or ``os.utime``), and a copy gets a new inode. It cannot
+    see bytes changed beneath the file system (media errors, a raw block device); the manifest
+    is no signature either: whoever can write the files can write it.
+    """
+    import time
+
+    root = Path(directory)
+    key = str(root.resolve())
+    known = _read_stamps(stamps, key)
+    hashes: dict[str, str] = {}
+    fresh: dict[str, list] = {}
+    now = time.time_ns()
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.name == MANIFEST:
+            continue
+        name, stat = str(path.relative_to(root)), path.stat()
+        meta = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+        entry = known.get(name)
+        hashes[name] = entry[4] if entry and entry[:4] == meta else sha256_file(path)
+        if now - max(stat.st_mtime_ns, stat.st_ctime_ns) > _RACY_NS:
+            fresh[name] = [*meta, hashes[name]]
+    if fresh != known:
+        _write_stamps(stamps, {"directory": key, "files": fresh})
+    return hashes
+
+
+def _read_stamps(stamps: Sequence[Path], key: str) -> dict[str, list]:
+    from finsight.io import read_json
+
+    for path in stamps:
+        payload = read_json(path, strict=False)  # a broken stamp file is only a cold start
+        if payload.get("directory") == key and isinstance(payload.get("files"), dict):
+            return payload["files"]
+    return {}
+
+
+def _write_stamps(stamps: Sequence[Path], payload: dict[str, Any]) -> None:
+    from finsight.errors import OutputError
+
+    for path in stamps:
+        try:
+            atomic_write_json(path, payload)
+            return
+        except (OSError, OutputError):
+            continue  # read-only mount: try the next place, else keep hashing every start
+
+
+def directory_sha256(directory: str | Path, *, stamps: Sequence[Path] = ()) -> str:
+    """One digest for a whole directory (names and contents), e.g. a source model; ``stamps``
+    as :func:`stamped_hashes` takes them (none: every file hashed)."""
     import hashlib
 
     digest = hashlib.sha256()
-    for name, sha in file_hashes(directory).items():
+    hashes = stamped_hashes(directory, stamps) if stamps else file_hashes(directory)
+    for name, sha in hashes.items():
         digest.update(f"{name}\0{sha}\n".encode())
     return digest.hexdigest()
 

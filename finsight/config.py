@@ -210,6 +210,10 @@ class PredictSettings(Section):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="torch backend dtype; auto: fp16 on GPU, fp32 on CPU")
     force: bool = Field(False, description="load an export whose validation failed")
+    verify: bool = Field(
+        True, description="check the model's files against the sha256 list in its finsight.json before "
+                          "loading (unchanged files are trusted by size, mtime, ctime and inode); false "
+                          "skips it, with a warning")
     spin_wait: bool = Field(
         True, description="ONNX Runtime threads spin while idle: faster for one steady caller; "
                           "finsight serve turns it off unless set (the cores serve requests too)")

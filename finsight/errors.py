@@ -35,3 +35,8 @@ class BackendError(FinsightError):
 
 class RegistryError(FinsightError):
     """MLflow tracking or the model registry failed."""
+
+
+class FinsightWarning(UserWarning):
+    """Something the user chose to skip or should know, raised with :func:`warnings.warn`: the
+    library never prints; the CLI shows these as yellow lines on stderr."""

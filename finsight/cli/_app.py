@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Mapping, Optional
@@ -18,7 +19,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from finsight import __version__
-from finsight.errors import FinsightError
+from finsight.errors import FinsightError, FinsightWarning
 
 # Human output goes to stdout; progress, warnings and errors to stderr, so that
 # `--json` output on stdout stays machine-readable.
@@ -53,6 +54,27 @@ class _sigterm_unwinds:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+class _warnings_shown:
+    """The library's FinsightWarnings (it never prints) as yellow lines on stderr, every time."""
+
+    def __enter__(self):
+        self._saved = warnings.catch_warnings()
+        self._saved.__enter__()
+        warnings.simplefilter("always", FinsightWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, FinsightWarning):
+                err.print(f"[yellow]warning:[/] {escape(str(message))}")
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+
+    def __exit__(self, *exc) -> None:
+        self._saved.__exit__(*exc)
+
+
 class HelpGroup(TyperGroup):
     """A command group whose help lists commands in registration order, none cut off."""
 
@@ -77,7 +99,7 @@ class FinsightGroup(HelpGroup):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            with _sigterm_unwinds():
+            with _sigterm_unwinds(), _warnings_shown():
                 return super().invoke(ctx)
         except Terminated:
             err.print("[red]terminated[/]")

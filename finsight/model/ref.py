@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from finsight.artifacts import directory_sha256, failed_gates, read_manifest
+from finsight.artifacts import (DATA_CARD, MANIFEST, directory_sha256, failed_gates, file_changes, read_manifest,
+                                stamp_beside)
 from finsight.errors import ModelError
 from finsight.labels import canonical_order
 from finsight.registry.refs import REGISTRY_PREFIX
@@ -87,6 +88,44 @@ class Artifact:
                else "re-export it (an invalid export cannot be registered)")
         raise ModelError(f"export {self.path} failed its validation (finsight.json valid=false: {reason}); {fix}")
 
+    def verify_files(self, *, stamp_dir: Path | None = None) -> None:
+        """Refuse an artifact whose files are not the ones its manifest lists (changed, missing
+        or added), or whose manifest disagrees with them (:meth:`manifest_conflicts`).
+
+        ``stamp_dir`` None hashes every file (register); else a file whose size, mtime, ctime and
+        inode match the stamp of an earlier check is not hashed again (stamps live beside the
+        artifact, or in ``stamp_dir`` when that is read-only).
+        """
+        if self.path is None:
+            return  # a hub id: transformers and the hub cache own its files
+        recorded = self.manifest.get("files")
+        if recorded is not None:
+            stamps = [stamp_beside(self.path), stamp_dir / f"{_path_key(self.path)}.json"] if stamp_dir else []
+            changes = file_changes(self.path, recorded, stamps=stamps)
+            problems = [f"{_CHANGE_WORDS[kind]}: {', '.join(sorted(names)[:5])}" for kind, names in changes.items()
+                        if names]
+            if problems:
+                raise ModelError(f"{self.path}: files differ from the sha256 list in {MANIFEST} "
+                                 f"({'; '.join(problems)}); the directory was modified after it was "
+                                 "written: copy it again whole, or re-run the export (or training) "
+                                 "that made it")
+        conflicts = self.manifest_conflicts()
+        if conflicts:
+            raise ModelError(f"{self.path}: {MANIFEST} disagrees with the files it describes "
+                             f"({'; '.join(conflicts)}); it belongs to another model or was edited: "
+                             "re-run the export (or training) that made this directory")
+
+    def manifest_conflicts(self) -> list[str]:
+        """What the manifest records that its files contradict: labels or max_length vs
+        config.json, the base model's architecture vs config.json (when the base model's
+        config is at hand), the data card's sha256 vs a data card kept with the model."""
+        if self.path is None or not self.manifest:
+            return []
+        config = _read_config(self.path)
+        found = _label_conflict(self.manifest, config) + _length_conflict(self.manifest, config)
+        found += _base_model_conflict(self.manifest.get("base_model"), config)
+        return found + _data_card_conflict(self.path, self.manifest.get("data_card_sha256"))
+
     def export_beside(self, fmt: str) -> "Artifact | None":
         """A valid ``fmt`` export of this model beside it (``<model>/../export-<fmt>*``); int8 first.
 
@@ -102,7 +141,9 @@ class Artifact:
                 candidates.append((directory, manifest))
         if not candidates:
             return None
-        digest = directory_sha256(self.path)
+        # Every auto start asks this (twice): the stamps the load check keeps spare re-hashing
+        # the model's weights each time.
+        digest = directory_sha256(self.path, stamps=[stamp_beside(self.path)])
         matching = [(d, m) for d, m in candidates if m.get("source_sha256") == digest]
         matching.sort(key=lambda dm: dm[1].get("precision") != "int8")
         if not matching:
@@ -156,6 +197,85 @@ def _resolve_registry(ref: str, settings: Settings | None) -> str:
     from finsight.registry import resolve_model_uri
 
     return str(resolve_model_uri(ref, settings))
+
+
+_CHANGE_WORDS = {"changed": "changed", "missing": "missing", "added": "added, not in the manifest"}
+# The shape of an encoder: a model built from a base keeps these; another base changes them.
+_ARCHITECTURE = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads")
+
+
+def _path_key(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+
+
+def _read_config(directory: Path) -> dict[str, Any]:
+    from finsight.io import read_json
+
+    return read_json(directory / "config.json", strict=False)
+
+
+def _label_conflict(manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    id2label = config.get("id2label") or {}
+    recorded = [str(x) for x in manifest.get("labels") or []]
+    try:
+        actual = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    except (TypeError, ValueError):
+        return []  # _config_labels names that problem when the labels are read
+    if recorded and actual and recorded != actual:
+        return [f"labels {recorded} vs config.json id2label {actual}"]
+    return []
+
+
+def _length_conflict(manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    length, positions = manifest.get("max_length"), config.get("max_position_embeddings")
+    if isinstance(length, int) and isinstance(positions, int) and length > positions:
+        return [f"max_length {length} > config.json max_position_embeddings {positions}"]
+    return []
+
+
+def _base_model_conflict(base: str | None, config: dict[str, Any]) -> list[str]:
+    base_config = _base_config(base) if base and config else {}
+    differ = [f"{key} {base_config[key]} vs {config.get(key)}" for key in _ARCHITECTURE
+              if key in base_config and base_config[key] != config.get(key)]
+    if differ:
+        return [f"base_model {base} has {', '.join(differ)} in config.json"]
+    return []
+
+
+def _base_config(base: str) -> dict[str, Any]:
+    """The base model's config.json when it is here: a local dir, or a hub id in the HF cache
+    (looked up without the network); {} otherwise ("tiny", a base not at hand)."""
+    local = Path(base).expanduser()
+    if local.is_dir():
+        return _read_config(local)
+    if looks_like_path(base):
+        return {}  # a base dir that is gone
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(base, "config.json")
+    except ValueError:
+        return {}
+    if not isinstance(cached, str):
+        return {}
+    from finsight.io import read_json
+
+    return read_json(cached, strict=False)
+
+
+def _data_card_conflict(directory: Path, recorded: str | None) -> list[str]:
+    """A data card kept with the model (in its dir, or its train run dir) must be the one it
+    was trained on."""
+    from finsight.io import sha256_file
+
+    if not recorded:
+        return []
+    for card in (directory / DATA_CARD, directory.parent / DATA_CARD):
+        if card.is_file() and sha256_file(card) != recorded:
+            return [f"data_card_sha256 {recorded[:12]}... vs {card} {sha256_file(card)[:12]}..."]
+    return []
 
 
 def _config_labels(artifact: Artifact) -> list[str]:

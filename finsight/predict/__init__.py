@@ -6,7 +6,8 @@
 
 from finsight.labels import LABELS
 from finsight.predict.base import Encoded, EncoderPredictor, Predictor
-from finsight.predict.loader import BACKENDS, Backend, load_predictor, register_backend
+from finsight.predict.loader import (BACKENDS, Backend, checked_artifact, load_predictor, register_backend,
+                                     verify_artifact)
 
-__all__ = ["BACKENDS", "Backend", "Encoded", "EncoderPredictor", "LABELS", "Predictor",
-           "load_predictor", "register_backend"]
+__all__ = ["BACKENDS", "Backend", "Encoded", "EncoderPredictor", "LABELS", "Predictor", "checked_artifact",
+           "load_predictor", "register_backend", "verify_artifact"]

@@ -6,9 +6,11 @@ for a given ref; ``load_predictor`` picks the backend (``auto`` included) and bu
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from finsight.errors import BackendError
+from finsight.errors import BackendError, FinsightWarning
 from finsight.model.ref import Artifact, resolve_artifact, source_model
 from finsight.predict.base import Predictor
 
@@ -93,13 +95,34 @@ def load_predictor(ref: str | None, settings: Settings, backend: str | None = No
     ``predict.backend``. ``auto`` runs an export dir with its own format; for a model dir it
     prefers a valid ONNX export beside it on CPU (int8 first) and torch on a GPU.
     """
+    chosen, target = checked_artifact(ref, settings, backend)
+    return chosen.load(target, settings)
+
+
+def checked_artifact(ref: str | None, settings: Settings, backend: str | None = None) -> tuple[Backend, Artifact]:
+    """The backend and the artifact :func:`load_predictor` would load, refused (not valid, files
+    not those of its manifest) before any model is built: a parent process that only hands the
+    model to workers checks it with this."""
     ref = ref or settings.predict.model or settings.model.name_or_path
     artifact = resolve_artifact(str(ref), settings)
     name = backend or settings.predict.backend
     chosen = _auto(artifact, settings) if name == "auto" else _named(name)
     target = chosen.artifact_for(artifact)
     target.require_valid(force=settings.predict.force)
-    return chosen.load(target, settings)
+    verify_artifact(target, settings)
+    return chosen, target
+
+
+def verify_artifact(artifact: Artifact, settings: Settings) -> None:
+    """:meth:`Artifact.verify_files` with stamps under ``<workdir>/verified`` when the
+    artifact's parent is read-only; ``predict.verify=false`` skips it with a FinsightWarning."""
+    if artifact.path is None:
+        return
+    if not settings.predict.verify:
+        warnings.warn(f"predict.verify=false: the files of {artifact.path} are not checked against "
+                      "its finsight.json", FinsightWarning, stacklevel=2)
+        return
+    artifact.verify_files(stamp_dir=Path(settings.workdir) / "verified")
 
 
 def _named(name: str) -> Backend:

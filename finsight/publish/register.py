@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from finsight import __version__
-from finsight.artifacts import MANIFEST, directory_sha256, file_hashes, read_manifest
+from finsight.artifacts import MANIFEST, directory_sha256, read_manifest
 from finsight.errors import ModelError, RegistryError
 from finsight.io import read_json
 from finsight.model.ref import Artifact, resolve_artifact
@@ -79,19 +79,8 @@ def local_artifact(model: str | Path) -> Artifact:
 
 def check_artifact(artifact: Artifact) -> None:
     """Refuse what must not be deployed: a failed export, changed files, labels finsight cannot map."""
-    where = artifact.path
     artifact.require_valid(forcible=False)
-    recorded = artifact.manifest.get("files")
-    if recorded is not None:
-        actual = file_hashes(where)
-        problems = [f"{kind}: {', '.join(sorted(names)[:5])}" for kind, names in (
-            ("changed", [n for n in recorded if n in actual and actual[n] != recorded[n]]),
-            ("missing", [n for n in recorded if n not in actual]),
-            ("not in the manifest", [n for n in actual if n not in recorded])) if names]
-        if problems:
-            raise ModelError(f"{where}: files differ from the sha256 list in {MANIFEST} "
-                             f"({'; '.join(problems)}); the directory was modified after it was "
-                             "written: re-run the export (or training) that made it")
+    artifact.verify_files()  # every file hashed: no stamp is trusted for what gets published
     artifact.label_order()  # labels must map onto negative/neutral/positive
 
 

@@ -108,6 +108,11 @@ def run(settings: Settings) -> None:
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         if opts.workers > 1:
+            from finsight.predict import checked_artifact
+
+            # Each worker loads its own predictor; a refused model must be one line and exit 1
+            # here, not a traceback and a restart in every worker.
+            checked_artifact(None, for_serving(settings))
             share_with_workers(settings)
             uvicorn.run("finsight.serve.server:app_from_env", factory=True, workers=opts.workers, **common)
         else:

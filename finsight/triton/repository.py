@@ -99,6 +99,9 @@ def onnx_export(ref: str, settings: Settings) -> Artifact:
                          f"(nor has a valid one beside it); run `finsight export {artifact.location} "
                          "--format onnx` first")
     export.require_valid(force=settings.predict.force)
+    from finsight.predict import verify_artifact
+
+    verify_artifact(export, settings)  # the files copied into the repository are the validated ones
     return export
 
 
