@@ -1,8 +1,10 @@
-"""ASGI middleware: request ids and JSON access logs, API keys, errors as responses.
+"""ASGI middleware: request ids and JSON access logs, metrics, load shedding, API keys, media
+types, the rate limit.
 
-Order (outermost first, see app.py): request context -> Prometheus -> errors as responses ->
-API key -> rate limit. Auth and rate-limit refusals are turned into responses *inside* the
-Prometheus middleware, so /metrics counts 401 and 429 with their real status codes.
+Order (outermost first, see app.py). Around litestar's router, so requests that match no route
+(404, 405) are logged and counted too: request context -> Prometheus -> admission. Per route,
+inside litestar's exception handling (so 401, 415 and 429 reach the outer two as responses):
+API key -> media type -> rate limit.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import hmac
 import itertools
 import json
 import logging
+import os
 import re
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from finsight.errors import ConfigError
 
@@ -24,6 +27,9 @@ if TYPE_CHECKING:
     from finsight.config import ServeSettings
 
 ACCESS_LOGGER = "finsight.serve.access"
+# nginx's code for "the client closed the connection before the answer": never sent, only
+# logged and counted, so a client that gives up is not taken for a server error (500).
+CLIENT_CLOSED = 499
 REQUEST_ID = "x-request-id"
 API_KEY = "x-api-key"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -99,15 +105,24 @@ class RequestContext:
             return
         rid = request_id(scope)
         started = time.perf_counter()
-        status = {"code": 500}
+        status = {"code": 500, "started": False}
 
         async def send_with_id(message) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["started"] = message["status"], True
             await send(message)
 
+        async def receive_watched():
+            message = await receive()
+            if message["type"] == "http.disconnect" and not status["started"]:
+                # Gone before an answer started: the app answers CLIENT_CLOSED (app.py), and
+                # if it never gets that far this line still says what happened.
+                scope["state"]["client_gone"] = True
+                status["code"] = CLIENT_CLOSED
+            return message
+
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_watched, send_with_id)
         finally:
             if self.log is not None and self.log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
@@ -171,9 +186,151 @@ def rate_limit_identity(request) -> str:
     return "ip:" + (request.client.host if request.client else "unknown")
 
 
-def errors_as_responses(app):
-    """Render exceptions raised by inner middleware (e.g. 429) with the app's exception handlers
-    here, so outer middleware (Prometheus, access log) sees the real status code."""
-    from litestar.middleware._internal.exceptions import ExceptionHandlerMiddleware
+# ---------------------------------------------------------------- media types
 
-    return ExceptionHandlerMiddleware(app=app, debug=None)
+_JSON_SUFFIX = re.compile(r"^application/[a-z0-9.+-]+\+json$")
+
+
+def is_json_media_type(value: str | None) -> bool:
+    """``application/json`` or ``application/*+json``, parameters (charset) allowed."""
+    media = (value or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or bool(_JSON_SUFFIX.match(media))
+
+
+class JsonOnly:
+    """415 for a request body that is not declared as JSON. text/plain, form-urlencoded and
+    multipart are what a browser sends cross-site without a CORS preflight, and a missing
+    Content-Type is what ``fetch`` sends for a Blob: scoring them would let any web page use a
+    keyless server."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope.get("method") in ("POST", "PUT", "PATCH"):
+            given = _header(scope, "content-type")
+            if not is_json_media_type(given):
+                what = f"Content-Type {given.split(';', 1)[0].strip()!r}" if given else "no Content-Type"
+                detail = (f"the body must be JSON sent as application/json, got {what}; send the header "
+                          "Content-Type: application/json (curl: -H 'Content-Type: application/json')")
+                await send_json(send, 415, {"status_code": 415, "detail": detail})
+                return
+        await self.app(scope, receive, send)
+
+
+# ---------------------------------------------------------------- metrics and admission
+
+
+def prometheus(app, config):
+    """litestar's Prometheus middleware around the router: it labels a request by its route
+    template, which the router sets only later, so look the route up first (cached by litestar);
+    a request that matches no route is labelled ``UNROUTED`` (never its raw path: scanners
+    would make one series per probe)."""
+    from litestar.exceptions import HTTPException
+    from litestar.plugins.prometheus import PrometheusMiddleware
+
+    class RoutedPrometheus(PrometheusMiddleware):
+        async def __call__(self, scope, receive, send) -> None:
+            if scope["type"] == "http" and "path_template" not in scope:
+                try:
+                    scope["path_template"] = scope["litestar_app"].asgi_router.handle_routing(
+                        path=scope["path"], method=scope.get("method"))[4]
+                except HTTPException:
+                    scope["path_template"] = UNROUTED
+            await super().__call__(scope, receive, send)
+
+    return RoutedPrometheus(app, config)
+
+
+UNROUTED = "<unrouted>"
+
+
+class Admission:
+    """Shed load where it arrives: past ``limit`` requests in progress, a new scoring request is
+    refused at once with 503 + Retry-After, before its body is read or litestar parses anything.
+    A refusal costs microseconds, so under overload the event loop keeps its time for the
+    requests it admitted instead of queueing every request behind a growing backlog. Open paths
+    (/health, /ready, /metrics) are never shed: a liveness probe must not fail under load."""
+
+    def __init__(self, app, *, limit: int, open_paths: Iterable[str], on_shed=None):
+        self.app = app
+        self.limit = int(limit)
+        self.open_paths = tuple(open_paths)
+        self.on_shed = on_shed
+        self.in_progress = 0
+        self.detail = (f"the server is at capacity ({self.limit} requests in progress, "
+                       "serve.max_concurrency); retry after 1 s")
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or is_open(scope["path"], self.open_paths):
+            await self.app(scope, receive, send)
+            return
+        if self.in_progress >= self.limit:
+            if self.on_shed is not None:
+                self.on_shed()
+            await send_json(send, 503, {"status_code": 503, "detail": self.detail,
+                                        "limit": "serve.max_concurrency", "value": self.limit},
+                            {"Retry-After": "1"})
+            return
+        self.in_progress += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_progress -= 1
+
+
+# ---------------------------------------------------------------- a rate limit shared by workers
+
+
+class ProcessLock:
+    """An asyncio lock that is also held across processes (``flock`` on ``path``): litestar's
+    rate limiter reads a key's history and writes it back under its lock, and with
+    ``serve.workers`` > 1 that read-modify-write must exclude the other workers too."""
+
+    def __init__(self, path: Path):
+        import asyncio
+
+        self.path = Path(path)
+        self._local = asyncio.Lock()
+        self._fd: int | None = None
+
+    async def __aenter__(self) -> None:
+        import fcntl
+
+        from anyio import to_thread
+
+        await self._local.acquire()
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            # Held by another worker for a store read and write (well under a millisecond): wait
+            # in a thread so this worker's event loop keeps serving meanwhile.
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                await to_thread.run_sync(fcntl.flock, self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._local.release()
+            raise
+
+    async def __aexit__(self, *exc: Any) -> None:
+        import fcntl
+
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._local.release()
+
+
+def shared_rate_limit(config, lock_path: Path):
+    """litestar's rate-limit middleware with its lock held across worker processes; the app's
+    ``rate_limit`` store must be shared too (a FileStore in the same directory, see app.py)."""
+    from litestar.middleware.base import DefineMiddleware
+    from litestar.middleware.rate_limit import RateLimitMiddleware
+
+    class SharedRateLimit(RateLimitMiddleware):
+        def __init__(self, app, config) -> None:
+            super().__init__(app, config)
+            self._lock = ProcessLock(lock_path)
+
+    return DefineMiddleware(SharedRateLimit, config=config)
