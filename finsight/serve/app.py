@@ -173,6 +173,8 @@ def create_app(settings: Settings, predictor: Predictor, *, service: Service | N
 
     async def start() -> None:
         service.batcher.start()
+        mw.CAPACITY.configure(limit=max_concurrency(opts), full=lambda: service.batcher.depth >= opts.max_queue,
+                              open_paths=opts.open_paths, access_log=opts.access_log)
         # Warm up in the background: /health answers at once, /ready once the model is warm.
         warming.append(asyncio.get_running_loop().create_task(_warm(service)))
 
@@ -267,10 +269,9 @@ def max_concurrency(opts: ServeSettings) -> int:
 
 
 def _edge(router: Any, opts: ServeSettings) -> Any:
-    """Outermost first: request context (ids, access log) -> Prometheus -> admission -> the router."""
-    admitted = mw.Admission(router, limit=max_concurrency(opts), open_paths=opts.open_paths,
-                            on_shed=metrics()["shed"].inc)
-    counted = mw.prometheus(admitted, PrometheusConfig(app_name="finsight", prefix=PREFIX, group_path=True,
+    """Outermost first: request context (ids, access log) -> Prometheus -> the router. (Load is
+    shed before this, in the server's protocol: mw.Capacity.)"""
+    counted = mw.prometheus(router, PrometheusConfig(app_name="finsight", prefix=PREFIX, group_path=True,
                                                        buckets=list(LATENCY_BUCKETS)))
     return mw.RequestContext(counted, access_log=opts.access_log)
 

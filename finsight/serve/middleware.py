@@ -245,38 +245,50 @@ def prometheus(app, config):
 UNROUTED = "<unrouted>"
 
 
-class Admission:
-    """Shed load where it arrives: past ``limit`` requests in progress, a new scoring request is
-    refused at once with 503 + Retry-After, before its body is read or litestar parses anything.
-    A refusal costs microseconds, so under overload the event loop keeps its time for the
-    requests it admitted instead of queueing every request behind a growing backlog. Open paths
-    (/health, /ready, /metrics) are never shed: a liveness probe must not fail under load."""
+class Capacity:
+    """When a scoring request is refused on arrival (503 + Retry-After, before its body is read):
+    ``limit`` requests already in progress, or the batcher's queue already full. The app sets it
+    at start-up (app.py) and the server's protocol asks it for every request
+    (finsight/serve/protocol.py): a refusal there costs microseconds and no ASGI task, so under
+    overload the event loop keeps its time for the requests it admitted. One per process: a
+    server process runs one app."""
 
-    def __init__(self, app, *, limit: int, open_paths: Iterable[str], on_shed=None):
-        self.app = app
-        self.limit = int(limit)
-        self.open_paths = tuple(open_paths)
-        self.on_shed = on_shed
-        self.in_progress = 0
-        self.detail = (f"the server is at capacity ({self.limit} requests in progress, "
-                       "serve.max_concurrency); retry after 1 s")
+    def __init__(self) -> None:
+        self.limit: int | None = None
+        self.full = lambda: False
+        self.open_paths: tuple[str, ...] = ()
+        self.log: logging.Logger | None = None
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or is_open(scope["path"], self.open_paths):
-            await self.app(scope, receive, send)
-            return
-        if self.in_progress >= self.limit:
-            if self.on_shed is not None:
-                self.on_shed()
-            await send_json(send, 503, {"status_code": 503, "detail": self.detail,
-                                        "limit": "serve.max_concurrency", "value": self.limit},
-                            {"Retry-After": "1"})
-            return
-        self.in_progress += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_progress -= 1
+    def configure(self, *, limit: int, full, open_paths: Iterable[str], access_log: bool) -> None:
+        self.limit, self.full, self.open_paths = int(limit), full, tuple(open_paths)
+        self.log = logging.getLogger(ACCESS_LOGGER) if access_log else None
+
+    def refuses(self, path: str, in_progress: int) -> bool:
+        if self.limit is None or is_open(path, self.open_paths):
+            return False
+        return in_progress >= self.limit or self.full()
+
+    def refusal(self, method: str, path: str, client: tuple | None) -> bytes:
+        """The whole HTTP answer (the documented JSON error shape), logged like any request."""
+        from finsight.serve.metrics import metrics
+
+        metrics()["shed"].inc()
+        rid = f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+        body = json.dumps({"status_code": 503, "detail": (
+            f"the server is at capacity ({self.limit} requests in progress or the queue full: "
+            "serve.max_concurrency, serve.max_queue); retry after 1 s"),
+            "limit": "serve.max_concurrency", "value": self.limit}).encode()
+        if self.log is not None and self.log.isEnabledFor(logging.INFO):
+            self.log.info(json.dumps({
+                "ts": round(time.time(), 3), "request_id": rid, "method": method, "path": path,
+                "status": 503, "ms": 0.0, "client": client[0] if client else None, "key": None,
+                "shed": True}))
+        return (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                b"retry-after: 1\r\nconnection: close\r\nx-request-id: " + rid.encode() +
+                b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+CAPACITY = Capacity()
 
 
 # ---------------------------------------------------------------- a rate limit shared by workers
