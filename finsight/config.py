@@ -259,9 +259,9 @@ class ServeSettings(Section):
     max_queue: int = Field(
         256, ge=1, description="requests waiting for the model; past it requests get 503 + Retry-After")
     max_concurrency: int | None = Field(
-        None, ge=1, description="requests in progress at once (reading, queued, scored); past it a "
-                                "scoring request gets 503 + Retry-After on arrival, before its body is "
-                                "read; None: 2 * max_queue + 8")
+        None, ge=1, description="requests in progress at once (reading, queued, scored); past it, or "
+                                "with the queue full, a scoring request gets 503 + Retry-After on "
+                                "arrival, before its body is read; None: 2 * max_queue + 8")
     read_timeout_s: float = Field(
         10.0, gt=0, description="seconds a client may take to send a whole request (line, headers, "
                                 "body); a connection that stalls mid-request is closed")
