@@ -11,7 +11,9 @@ seconds:
     every refusal carries Retry-After;
   - the server's request-duration histogram by status gives its own p99 for 200 and 503.
 Reported side by side: successful answers/s, p99 of answered (probe and server side), refusals/s
-and their p99, other statuses and socket errors, and the 1-minute load average (the load
+and their p99 (all, and those right after an answer: a connection refused again at once is read
+again only after the server's 50 ms shed pause, see finsight/serve/protocol.py), refusals
+without Retry-After, other statuses and socket errors, and the 1-minute load average (the load
 generator shares the machine's cores with the server, and the machine may be shared).
 
 Model: ``--model DIR`` (e.g. the int8 MiniLM export), else a tiny untrained 2-layer BERT built
@@ -20,6 +22,7 @@ and the HTTP layer, not the model, is then the bottleneck, which is the harder c
 shedding: every refusal takes event-loop time the answers need).
 
   python benchmarks/serve_overload.py                       # tiny model, max_queue=8
+  python benchmarks/serve_overload.py --levels 1 2 10 32      # 32x: 256 connections, as in issue 19
   python benchmarks/serve_overload.py --model RUN/export-onnx-int8 --levels 1 2 10 --duration 10
 """
 
@@ -173,12 +176,13 @@ async def probe(url: str, payloads: list[bytes], *, clients: int, duration: floa
     import httpx
 
     lat: dict[int, list[float]] = {}
+    first_refusals: list[float] = []  # a 503 right after an answer: not behind the shed pause
     missing_retry_after = 0
     stop = time.perf_counter() + duration
 
     async def one(i: int) -> None:
         nonlocal missing_retry_after
-        k = i
+        k, previous = i, None
         async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=1)) as http:
             while time.perf_counter() < stop:
                 began = time.perf_counter()
@@ -191,10 +195,13 @@ async def probe(url: str, payloads: list[bytes], *, clients: int, duration: floa
                 except httpx.HTTPError:
                     code = 0
                 lat.setdefault(code, []).append(time.perf_counter() - began)
+                if code == 503 and previous == 200:
+                    first_refusals.append(time.perf_counter() - began)
+                previous = code
                 k += clients
 
     await asyncio.gather(*(one(i) for i in range(clients)))
-    return {"latency": lat, "missing_retry_after": missing_retry_after}
+    return {"latency": lat, "first_refusals": first_refusals, "missing_retry_after": missing_retry_after}
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -237,6 +244,7 @@ def run_level(server: Server, wrk_connections: int, args, script: Path, body_fil
         "probe_ok_p99_ms": _ms(pct(lat.get(200, []), 0.99)),
         "probe_ok_p50_ms": _ms(pct(lat.get(200, []), 0.50)),
         "probe_refused_p99_ms": _ms(pct(lat.get(503, []), 0.99)),
+        "probe_first_refused_p99_ms": _ms(pct(probed["first_refusals"], 0.99)),
         "probe_counts": {str(k): len(v) for k, v in lat.items()},
         "refusals_without_retry_after": probed["missing_retry_after"],
         "server_ok_p99_le_s": bucket_p99(histogram(before, "200"), histogram(after, "200")),
@@ -251,15 +259,16 @@ def _ms(seconds: float | None) -> float | None:
 def report(rows: list[dict], base: int) -> None:
     unloaded = rows[0]["ok_per_s"] or 1.0
     cols = ("level", "conns", "ok/s", "vs 1x", "ok p50 ms", "ok p99 ms", "srv ok p99<=s", "refused/s",
-            "refused p99 ms", "srv ref p99<=s", "other", "sock err", "load")
+            "refused p99 ms", "1st refused p99 ms", "no Retry-After", "other", "load")
     print(" | ".join(cols))
     for row in rows:
-        err = sum(row["socket_errors"].values())
+        errors = {k: v for k, v in row["socket_errors"].items() if v and k != "status"}  # status: non-2xx
         print(" | ".join(str(v) for v in (
             f"{row['connections'] / base:g}x", row["connections"], row["ok_per_s"],
             f"{100 * row['ok_per_s'] / unloaded:.0f}%", row["probe_ok_p50_ms"], row["probe_ok_p99_ms"],
             row["server_ok_p99_le_s"], row["refused_per_s"], row["probe_refused_p99_ms"],
-            row["server_refused_p99_le_s"], row["other"] or "-", err, row["load_1min"])))
+            row["probe_first_refused_p99_ms"], row["refusals_without_retry_after"],
+            {**row["other"], **errors} or "-", row["load_1min"])))
 
 
 def parse_args(argv=None):

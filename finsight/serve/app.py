@@ -297,7 +297,9 @@ def _stores(shared_dir: Path | None) -> dict | None:
         return None
     from litestar.stores.file import FileStore
 
-    return {"rate_limit": FileStore(shared_dir / "rate_limit", create_directories=True)}
+    # Made here: FileStore drops a write silently when its directory is missing.
+    (shared_dir / "rate_limit").mkdir(parents=True, exist_ok=True)
+    return {"rate_limit": FileStore(shared_dir / "rate_limit")}
 
 
 def _cors(opts: ServeSettings) -> CORSConfig | None:

@@ -251,41 +251,63 @@ class Capacity:
     at start-up (app.py) and the server's protocol asks it for every request
     (finsight/serve/protocol.py): a refusal there costs microseconds and no ASGI task, so under
     overload the event loop keeps its time for the requests it admitted. One per process: a
-    server process runs one app."""
+    server process runs one app.
+
+    Refusals are logged as one access line per second with their count (``"shed": N``), not one
+    each: measured under overload, a line per refusal cost as much as the refusal itself and
+    halved the refusals the server could afford. ``finsight_requests_shed_total`` counts each."""
+
+    LOG_EVERY_S = 1.0
 
     def __init__(self) -> None:
         self.limit: int | None = None
         self.full = lambda: False
         self.open_paths: tuple[str, ...] = ()
         self.log: logging.Logger | None = None
+        self._head = self._body = b""
+        self._unlogged: dict[str, int] = {}
 
     def configure(self, *, limit: int, full, open_paths: Iterable[str], access_log: bool) -> None:
         self.limit, self.full, self.open_paths = int(limit), full, tuple(open_paths)
         self.log = logging.getLogger(ACCESS_LOGGER) if access_log else None
+        self._body = json.dumps({"status_code": 503, "detail": (
+            f"the server is at capacity ({self.limit} requests in progress or the queue full: "
+            "serve.max_concurrency, serve.max_queue); retry after 1 s"),
+            "limit": "serve.max_concurrency", "value": self.limit}).encode()
+        # The request id is the only part that varies.
+        self._head = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                      b"retry-after: 1\r\ncontent-length: " +
+                      str(len(self._body)).encode() + b"\r\nx-request-id: ")
 
     def refuses(self, path: str, in_progress: int) -> bool:
         if self.limit is None or is_open(path, self.open_paths):
             return False
         return in_progress >= self.limit or self.full()
 
-    def refusal(self, method: str, path: str, client: tuple | None) -> bytes:
-        """The whole HTTP answer (the documented JSON error shape), logged like any request."""
+    def refusal(self, path: str) -> bytes:
+        """The whole HTTP answer, in the documented JSON error shape."""
         from finsight.serve.metrics import metrics
 
         metrics()["shed"].inc()
-        rid = f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
-        body = json.dumps({"status_code": 503, "detail": (
-            f"the server is at capacity ({self.limit} requests in progress or the queue full: "
-            "serve.max_concurrency, serve.max_queue); retry after 1 s"),
-            "limit": "serve.max_concurrency", "value": self.limit}).encode()
+        if self.log is not None:
+            if not self._unlogged:
+                import asyncio
+
+                asyncio.get_running_loop().call_later(self.LOG_EVERY_S, self._log_refusals)
+            if path not in self._unlogged and len(self._unlogged) >= 16:
+                path = UNROUTED  # a scan of many paths still gets a bounded number of lines
+            self._unlogged[path] = self._unlogged.get(path, 0) + 1
+        rid = f"{_ID_PREFIX}{next(_ID_COUNTER):016x}".encode()
+        return self._head + rid + b"\r\n\r\n" + self._body
+
+    def _log_refusals(self) -> None:
+        counts, self._unlogged = self._unlogged, {}
         if self.log is not None and self.log.isEnabledFor(logging.INFO):
-            self.log.info(json.dumps({
-                "ts": round(time.time(), 3), "request_id": rid, "method": method, "path": path,
-                "status": 503, "ms": 0.0, "client": client[0] if client else None, "key": None,
-                "shed": True}))
-        return (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-                b"retry-after: 1\r\nconnection: close\r\nx-request-id: " + rid.encode() +
-                b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            for path, n in counts.items():
+                self.log.info(json.dumps({
+                    "ts": round(time.time(), 3), "request_id": None, "method": None, "path": path,
+                    "status": 503, "ms": 0.0, "client": None, "key": None, "shed": n,
+                    "seconds": self.LOG_EVERY_S}))
 
 
 CAPACITY = Capacity()

@@ -15,6 +15,14 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from finsight.serve.middleware import CAPACITY
 
+# After a refusal, the connection's next bytes are read this much later. Measured with
+# benchmarks/serve_overload.py at 10x (wrk retries at once, ignoring Retry-After): refusing and
+# reading on at once let the refused connections retry ~9,000 times a second, and the answers
+# fell to 20% of the unloaded rate; closing each refused connection (the client reconnects)
+# kept 63-76%; keeping it open and reading it again 50 ms later kept 100-110%, with lower
+# latency for the answered and the refused alike (no reconnects waiting in the accept queue).
+SHED_PAUSE_S = 0.05
+
 class ReadTimeoutProtocol(HttpToolsProtocol):
     """The deadline is armed when the connection opens and when a request begins, and cleared
     once the request has fully arrived; past it the connection is closed (an app still reading
@@ -40,21 +48,18 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
         self._arm()
 
     def on_headers_complete(self) -> None:
-        if self.shed:  # a pipelined request after the refused one: the connection is closing
-            return
         # Only between requests: a pipelined request behind one still being answered goes the
-        # normal way (closing now would cut that answer off).
+        # normal way (answers go out in the order the requests came).
         idle = self.cycle is None or self.cycle.response_complete
         path = self.url.split(b"?", 1)[0].decode("latin-1")
         if idle and CAPACITY.refuses(path, len(self.tasks)):
-            self.shed = True
-            method = self.parser.get_method().decode("latin-1")
-            # Connection: close. Measured (benchmarks/serve_overload.py, 10x): keeping the
-            # connection lets a client that ignores Retry-After retry at once, ~9,000 refusals/s
-            # that left 20% of the unloaded goodput; closing it costs the client a reconnect
-            # and kept 76%. The unread body then needs no parsing either.
-            self.transport.write(CAPACITY.refusal(method, path, self.client))
-            self.transport.close()
+            self.shed = True  # until this request's body has gone by, unread
+            self.transport.write(CAPACITY.refusal(path))
+            if not self.parser.should_keep_alive():  # HTTP/1.0 or Connection: close
+                self.transport.close()
+                return
+            self.transport.pause_reading()
+            self.loop.call_later(SHED_PAUSE_S, self._resume)
             return
         super().on_headers_complete()
 
@@ -66,10 +71,17 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
         self._disarm()
         if not self.shed:
             super().on_message_complete()
+            return
+        # The refused request has fully arrived: the connection waits for the next one with
+        # uvicorn's keep-alive timeout, as after any answer.
+        self.shed = False
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                            self.timeout_keep_alive_handler)
 
-    def data_received(self, data: bytes) -> None:
-        if not self.shed:
-            super().data_received(data)
+    def _resume(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def _arm(self) -> None:
         if self.read_timer is None:
