@@ -262,6 +262,13 @@ class ServeSettings(Section):
                              "length in padded batches of this many (mixed lengths waste less padding)")
     max_queue: int = Field(
         256, ge=1, description="requests waiting for the model; past it requests get 503 + Retry-After")
+    max_concurrency: int | None = Field(
+        None, ge=1, description="requests in progress at once (reading, queued, scored); past it, or "
+                                "with the queue full, a scoring request gets 503 + Retry-After on "
+                                "arrival, before its body is read; None: 2 * max_queue + 8")
+    read_timeout_s: float = Field(
+        10.0, gt=0, description="seconds a client may take to send a whole request (line, headers, "
+                                "body); a connection that stalls mid-request is closed")
     cache_size: int = Field(
         10000, ge=0, description="LRU cache entries (text + model version -> scores); 0 disables")
     max_text_chars: int = Field(2000, ge=1, description="longer texts are refused (422)")
@@ -279,7 +286,8 @@ class ServeSettings(Section):
         description="paths (and their subpaths: /health covers /health/detailed) served without an "
                     "API key and without rate limit")
     rate_limit: str | None = Field(
-        None, description="requests per API key (else client IP), e.g. '600/minute'; None disables")
+        None, description="requests per API key (else client IP), e.g. '600/minute', counted across "
+                          "all --workers processes; None disables")
     cors_origins: list[str] = Field(
         default_factory=list, description="origins allowed by CORS, e.g. https://app.example.com; empty: none")
     access_log: bool = Field(True, description="one JSON line per request on stderr (never the text)")

@@ -8,7 +8,8 @@ import asyncio
 import logging
 import math
 import re
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from litestar import Litestar, MediaType, Request, Response, get, post
 from litestar.config.cors import CORSConfig
@@ -45,17 +46,19 @@ def _responses(*codes: int) -> dict[int, ResponseSpec]:
         400: "malformed JSON, a wrong type or an unknown field",
         401: "missing or wrong X-API-Key (when the server has keys)",
         413: "request body larger than serve.max_body_bytes",
+        415: "the body is not sent as JSON (Content-Type: application/json or application/*+json)",
         422: "a text longer than serve.max_text_chars (a document: serve.max_document_chars) or more "
              "items than serve.max_texts_per_request",
         429: "rate limit (serve.rate_limit) exceeded; see the RateLimit-* headers",
-        503: "the request queue is full (serve.max_queue), the model is warming up or the model "
-             "backend is failing (circuit open: serve.breaker_failures); see Retry-After",
+        503: "the server is at capacity (serve.max_concurrency), the request queue is full "
+             "(serve.max_queue), the model is warming up or the model backend is failing "
+             "(circuit open: serve.breaker_failures); see Retry-After",
         504: "no answer within serve.request_timeout_s; the request was dropped unscored",
     }
     return {code: _spec(described[code]) for code in codes}
 
 
-SCORING_ERRORS = (400, 401, 413, 422, 429, 503, 504)
+SCORING_ERRORS = (400, 401, 413, 415, 422, 429, 503, 504)
 READ_ERRORS = (401, 429)
 
 
@@ -69,6 +72,29 @@ def _error(status: int, detail: str, *, headers: dict | None = None, **fields: A
 
 # msgspec's messages for the limits declared in request_types(); mapped to 422 naming the key.
 _TOO_LONG = re.compile(r"Expected `(str|array)` of length <= (\d+)")
+# A high-surrogate escape not followed by a low one: msgspec calls that "Input data was truncated".
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})")
+
+
+def _client_gone(request: Request) -> Response | None:
+    """The answer for a request whose client left before the body was sent: CLIENT_CLOSED, which
+    nobody receives but the access log and the metrics then tell the truth (no false 500)."""
+    if request.scope.get("state", {}).get("client_gone"):
+        return _error(mw.CLIENT_CLOSED, "the client closed the connection before the body was sent")
+    return None
+
+
+def _bad_json(request: Request, detail: str) -> str:
+    """msgspec's message, or what is really wrong where its message misleads."""
+    if detail == "Input data was truncated":
+        body = getattr(request, "_body", None)  # litestar keeps the body it read on the request
+        match = _LONE_SURROGATE.search(body) if isinstance(body, bytes) else None
+        if match:
+            escape = match.group().decode()
+            return (f"a text is not valid Unicode: unpaired UTF-16 surrogate {escape} at byte "
+                    f"{match.start()} of the body (a high surrogate \\ud800-\\udbff must be followed by a "
+                    "low one \\udc00-\\udfff); send the character itself or a complete pair")
+    return detail
 
 
 def _exception_handlers(opts: ServeSettings) -> dict:
@@ -88,6 +114,10 @@ def _exception_handlers(opts: ServeSettings) -> dict:
         return _error(400, exc.detail or "invalid request body", extra=exc.extra or None)
 
     def http(request: Request, exc: HTTPException) -> Response:
+        if (gone := _client_gone(request)) is not None:
+            return gone
+        if exc.status_code == 400:
+            return _error(400, _bad_json(request, exc.detail), headers=exc.headers, extra=exc.extra or None)
         if exc.status_code == 413:
             return _error(413, f"request body is larger than serve.max_body_bytes={opts.max_body_bytes} bytes",
                           headers=exc.headers, limit="serve.max_body_bytes", value=opts.max_body_bytes)
@@ -102,13 +132,21 @@ def _exception_handlers(opts: ServeSettings) -> dict:
         log.error("%s: %s", type(exc).__name__, exc)
         return _error(503, f"the model backend failed: {exc}", headers={"Retry-After": "5"})
 
+    def too_deep(request: Request, exc: RecursionError) -> Response:
+        if "deserializ" not in str(exc):  # msgspec's "... while deserializing an object"
+            return internal(request, exc)
+        return _error(400, "the JSON body is nested too deeply (arrays or objects inside arrays or "
+                           "objects, hundreds of levels); a request holds strings, e.g. {\"text\": \"...\"}")
+
     def internal(request: Request, exc: Exception) -> Response:
+        if (gone := _client_gone(request)) is not None:
+            return gone
         log.exception("unhandled error in %s %s", request.method, request.url.path)
         request_id = request.scope.get("state", {}).get("request_id")
         return _error(500, f"internal error (request id {request_id})")
 
     return {ValidationException: validation, HTTPException: http, Overloaded: overloaded,
-            FinsightError: finsight_error, Exception: internal}
+            FinsightError: finsight_error, RecursionError: too_deep, Exception: internal}
 
 
 def _health_handlers(opts: ServeSettings) -> dict:
@@ -129,8 +167,24 @@ def _health_handlers(opts: ServeSettings) -> dict:
 # ---------------------------------------------------------------- the app
 
 
-def create_app(settings: Settings, predictor: Predictor, *, service: Service | None = None) -> Litestar:
-    """The service over ``predictor``: routes, limits, auth, metrics, warm-up and shutdown."""
+class _App(Litestar):
+    """Litestar with finsight's edge around its router (see :func:`_edge`): litestar's own
+    middleware runs only for requests that matched a route, so a 404 or 405 would otherwise get
+    no access-log line and no metric sample."""
+
+    def __init__(self, *, edge: Callable[[Any], Any], **kwargs: Any):
+        self._edge = edge
+        super().__init__(**kwargs)
+
+    def _create_asgi_handler(self) -> Any:
+        return self._edge(super()._create_asgi_handler())
+
+
+def create_app(settings: Settings, predictor: Predictor, *, service: Service | None = None,
+               shared_dir: Path | None = None) -> Litestar:
+    """The service over ``predictor``: routes, limits, auth, metrics, warm-up and shutdown.
+    ``shared_dir``: a directory every worker process of this server shares (the rate limit's
+    store, so ``serve.rate_limit`` counts across workers); None keeps it in this process."""
     opts = settings.serve
     service = service or Service.build(predictor, settings)
     keys = mw.load_api_keys(opts)
@@ -139,6 +193,8 @@ def create_app(settings: Settings, predictor: Predictor, *, service: Service | N
 
     async def start() -> None:
         service.batcher.start()
+        mw.CAPACITY.configure(limit=max_concurrency(opts), full=lambda: service.batcher.depth >= opts.max_queue,
+                              open_paths=opts.open_paths, access_log=opts.access_log)
         loop = asyncio.get_running_loop()
         # Warm up in the background: /health answers at once, /ready once the model is warm.
         tasks.append(loop.create_task(_warm(service)))
@@ -148,11 +204,13 @@ def create_app(settings: Settings, predictor: Predictor, *, service: Service | N
         tasks[-1].cancel()  # no probe once shutdown begins
         await service.batcher.stop()  # queued requests are answered before the worker exits
 
-    app = Litestar(
+    app = _App(
+        edge=lambda router: _edge(router, opts),
         route_handlers=_routes(types, lambda path: bool(keys) and not mw.is_open(path, opts.open_paths)),
         dependencies={"service": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
         exception_handlers={**_exception_handlers(opts), **_health_handlers(opts)},
-        middleware=_middleware(opts, keys),
+        middleware=_middleware(opts, keys, shared_dir),
+        stores=_stores(shared_dir),
         request_max_body_size=opts.max_body_bytes,
         cors_config=_cors(opts),
         openapi_config=_openapi(keys),
@@ -235,22 +293,46 @@ def _routes(types: dict[str, type], needs_key: Any) -> list:
     return [predict, predict_batch, analyze, model, health, ready, health_detailed, metrics_route, page]
 
 
-def _middleware(opts: ServeSettings, keys: tuple[str, ...]) -> list:
-    """Outermost first. Prometheus sits outside auth and rate limiting, and their refusals are
-    rendered inside it (errors_as_responses), so 401 and 429 are counted with their codes."""
-    middleware: list[Any] = [
-        lambda app: mw.RequestContext(app, access_log=opts.access_log),
-        PrometheusConfig(app_name="finsight", prefix=PREFIX, group_path=True,
-                         buckets=list(LATENCY_BUCKETS)).middleware,
-        mw.errors_as_responses,
-    ]
+def max_concurrency(opts: ServeSettings) -> int:
+    """``serve.max_concurrency``, else what the batcher can hold: a full queue plus the batch
+    being scored (each up to ``max_queue`` requests), plus a few being read or answered."""
+    if opts.max_concurrency is not None:
+        return opts.max_concurrency
+    return 2 * opts.max_queue + 8
+
+
+def _edge(router: Any, opts: ServeSettings) -> Any:
+    """Outermost first: request context (ids, access log) -> Prometheus -> the router. (Load is
+    shed before this, in the server's protocol: mw.Capacity.)"""
+    counted = mw.prometheus(router, PrometheusConfig(app_name="finsight", prefix=PREFIX, group_path=True,
+                                                       buckets=list(LATENCY_BUCKETS)))
+    return mw.RequestContext(counted, access_log=opts.access_log)
+
+
+def _middleware(opts: ServeSettings, keys: tuple[str, ...], shared_dir: Path | None) -> list:
+    """Per route, outermost first (inside litestar's exception handling: a refusal raised here
+    reaches the edge as a response with its real code)."""
+    middleware: list[Any] = []
     if keys:
         middleware.append(lambda app: mw.ApiKeyAuth(app, keys=keys, open_paths=opts.open_paths))
+    middleware.append(mw.JsonOnly)
     if opts.rate_limit:
-        middleware.append(RateLimitConfig(rate_limit=parse_rate_limit(opts.rate_limit),
-                                          exclude=mw.open_path_patterns(opts.open_paths),
-                                          identifier_for_request=mw.rate_limit_identity).middleware)
+        config = RateLimitConfig(rate_limit=parse_rate_limit(opts.rate_limit),
+                                 exclude=mw.open_path_patterns(opts.open_paths),
+                                 identifier_for_request=mw.rate_limit_identity)
+        middleware.append(config.middleware if shared_dir is None else
+                          mw.shared_rate_limit(config, shared_dir / "rate_limit.lock"))
     return middleware
+
+
+def _stores(shared_dir: Path | None) -> dict | None:
+    if shared_dir is None:
+        return None
+    from litestar.stores.file import FileStore
+
+    # Made here: FileStore drops a write silently when its directory is missing.
+    (shared_dir / "rate_limit").mkdir(parents=True, exist_ok=True)
+    return {"rate_limit": FileStore(shared_dir / "rate_limit")}
 
 
 def _cors(opts: ServeSettings) -> CORSConfig | None:

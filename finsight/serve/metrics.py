@@ -32,6 +32,8 @@ def metrics() -> dict[str, Any]:
         "model_calls": Counter(f"{PREFIX}_model_calls_total", "Model calls (micro-batches)"),
         "queue_depth": Gauge(f"{PREFIX}_queue_depth", "Requests waiting for the model"),
         "rejected": Counter(f"{PREFIX}_queue_rejected_total", "Requests refused with 503 (queue full)"),
+        "shed": Counter(f"{PREFIX}_requests_shed_total",
+                        "Requests refused with 503 on arrival (serve.max_concurrency in progress)"),
         "cache_hits": Counter(f"{PREFIX}_cache_hits_total", "Texts answered from the score cache"),
         "cache_misses": Counter(f"{PREFIX}_cache_misses_total", "Texts sent to the model"),
         "predictions": Counter(f"{PREFIX}_predictions_total", "Scored texts and documents by label",

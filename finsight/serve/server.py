@@ -3,17 +3,25 @@
 On SIGTERM/SIGINT uvicorn stops accepting connections and waits (up to
 ``serve.shutdown_timeout_s``) for requests in progress; the app's shutdown hook then lets the
 micro-batcher answer everything still queued before the worker thread exits.
+
+uvicorn closes an idle keep-alive connection, but not one that stalls before a whole request
+has arrived (it arms no timer until a first response): :func:`protocol` adds that bound
+(``serve.read_timeout_s``, finsight/serve/protocol.py).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from finsight.errors import ConfigError
 from finsight.serve.defaults import for_serving
@@ -24,6 +32,7 @@ if TYPE_CHECKING:
     from finsight.config import Settings
 
 SETTINGS_ENV = "FINSIGHT_SERVE_SETTINGS_JSON"  # how worker processes get the parent's settings
+SHARED_DIR_ENV = "FINSIGHT_SERVE_SHARED_DIR"  # a directory the worker processes share (rate limit)
 
 
 class JsonLines(logging.Formatter):
@@ -49,7 +58,14 @@ def configure_logging() -> None:
         logger.propagate = False
 
 
-def build_app(settings: Settings) -> Litestar:
+def protocol(read_timeout_s: float) -> Any:
+    """uvicorn's ``http`` option: its httptools protocol, bounded by ``read_timeout_s``."""
+    from finsight.serve.protocol import ReadTimeoutProtocol
+
+    return functools.partial(ReadTimeoutProtocol, read_timeout_s=read_timeout_s)
+
+
+def build_app(settings: Settings, *, shared_dir: Path | None = None) -> Litestar:
     """Load the predictor (``--model`` may be a ``models:/`` ref) with the serving defaults
     (:func:`~finsight.serve.defaults.for_serving`) and build the app."""
     import threading
@@ -70,7 +86,7 @@ def build_app(settings: Settings) -> Litestar:
     logging.getLogger("finsight.serve").info(
         "loaded %s (%s backend, %s) in %.2f s", predictor.source, predictor.name, predictor.device,
         time.perf_counter() - started)
-    return create_app(settings, predictor)
+    return create_app(settings, predictor, shared_dir=shared_dir)
 
 
 def share_with_workers(settings: Settings) -> None:
@@ -89,7 +105,8 @@ def worker_settings() -> Settings:
 def app_from_env() -> Litestar:
     """uvicorn factory for ``serve.workers`` > 1: each worker process loads its own predictor."""
     configure_logging()
-    return build_app(worker_settings())
+    shared = os.environ.get(SHARED_DIR_ENV)
+    return build_app(worker_settings(), shared_dir=Path(shared) if shared else None)
 
 
 def run(settings: Settings) -> None:
@@ -101,7 +118,8 @@ def run(settings: Settings) -> None:
     opts = settings.serve
     configure_logging()
     common = dict(host=opts.host, port=opts.port, log_config=None, access_log=False,
-                  timeout_graceful_shutdown=opts.shutdown_timeout_s, server_header=False)
+                  timeout_graceful_shutdown=opts.shutdown_timeout_s, server_header=False,
+                  http=protocol(opts.read_timeout_s))
     # SIGTERM is the normal way a server is stopped (kill, Kubernetes): uvicorn drains, then
     # re-raises the signal for the handler it found. The CLI's handler would turn that into
     # "terminated", exit 143; here a drained shutdown is a clean exit 0.
@@ -114,8 +132,13 @@ def run(settings: Settings) -> None:
             # here, not a traceback and a restart in every worker.
             checked_artifact(None, for_serving(settings))
             share_with_workers(settings)
+            # One directory for the workers' shared state: serve.rate_limit counts across them.
+            shared = tempfile.mkdtemp(prefix="finsight-serve-")
+            os.environ[SHARED_DIR_ENV] = shared
             uvicorn.run("finsight.serve.server:app_from_env", factory=True, workers=opts.workers, **common)
         else:
             uvicorn.run(build_app(settings), **common)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if os.environ.get(SHARED_DIR_ENV):
+            shutil.rmtree(os.environ.pop(SHARED_DIR_ENV), ignore_errors=True)
