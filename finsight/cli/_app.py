@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 
 from finsight import __version__
 from finsight.errors import FinsightError
+from finsight.extras import missing_error
 
 # Human output goes to stdout; progress, warnings and errors to stderr, so that
 # `--json` output on stdout stays machine-readable.
@@ -72,6 +73,15 @@ class HelpGroup(TyperGroup):
                 formatter.write_dl(rows)
 
 
+def _fail(ctx: click.Context, exc: FinsightError, *, cause: BaseException | None = None) -> None:
+    """The red line and exit code 1 (with ``-v``, the traceback first)."""
+    opts = ctx.obj if isinstance(ctx.obj, GlobalOptions) else GlobalOptions()
+    if opts.verbose:
+        err.print(escape("".join(traceback.format_exception(cause or exc))), end="")
+    err.print(f"[bold red]error:[/] {escape(str(exc))}")
+    raise typer.Exit(1) from None
+
+
 class FinsightGroup(HelpGroup):
     """Runs every command; expected errors end as one red line on stderr and exit 1."""
 
@@ -83,11 +93,13 @@ class FinsightGroup(HelpGroup):
             err.print("[red]terminated[/]")
             raise typer.Exit(143) from None
         except FinsightError as exc:
-            opts = ctx.obj if isinstance(ctx.obj, GlobalOptions) else GlobalOptions()
-            if opts.verbose:
-                err.print(escape("".join(traceback.format_exception(exc))), end="")
-            err.print(f"[bold red]error:[/] {escape(str(exc))}")
-            raise typer.Exit(1) from None
+            _fail(ctx, exc)
+        except ModuleNotFoundError as exc:
+            # an optional package this install lacks (the serving image has no pandas): one line
+            missing = missing_error(exc, needed_by=f"finsight {ctx.invoked_subcommand or ctx.info_name}")
+            if missing is None:
+                raise
+            _fail(ctx, missing, cause=exc)
         except KeyboardInterrupt:
             err.print("[red]interrupted[/]")
             raise typer.Exit(130) from None

@@ -229,12 +229,10 @@ def _escape(text: str) -> str:
 
 def model_config_pb2():
     """Triton's ``model_config.proto`` compiled, as tritonclient's gRPC package ships it."""
-    try:
-        from tritonclient.grpc import model_config_pb2 as pb2
-    except ImportError:
-        raise BackendError("finsight triton needs tritonclient with gRPC: pip install "
-                           "'finsight[triton]'") from None
-    return pb2
+    from finsight.extras import import_optional
+
+    return import_optional("tritonclient.grpc.model_config_pb2", needed_by="finsight triton",
+                           error=BackendError)
 
 
 def parse_config(text: str, *, where: str = "config.pbtxt"):
