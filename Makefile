@@ -9,11 +9,11 @@ EXTRAS ?= cpu,serve,triton,dev
 PIP := $(PY) -m pip install -q -c constraints.txt
 # The Python env of tritonserver's python-backend models (finsight triton check, the Triton
 # tests): its own venv because the stub needs numpy<2 and finsight's venv has numpy 2.
-# Its packages are deploy/requirements/triton-server.txt (also the Triton image's list);
+# Its packages are finsight/triton/server-requirements.txt (also the Triton image's list);
 # nvidia-pytriton brings the tritonserver binary; --no-deps skips its client-side deps.
 TRITON_VENV ?= $(VENV)-triton
 TRITON_STAMP := $(TRITON_VENV)/.finsight-installed
-TRITON_REQUIREMENTS := deploy/requirements/triton-server.txt
+TRITON_REQUIREMENTS := finsight/triton/server-requirements.txt
 TRITON_SERVER := nvidia-pytriton==0.7.0
 
 .PHONY: install test test-all demo bench-install clean

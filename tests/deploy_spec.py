@@ -19,6 +19,7 @@ DEPLOY = REPO_ROOT / "deploy"
 DOCKERFILES = sorted((DEPLOY / "docker").glob("Dockerfile*"))
 MANIFESTS = sorted((DEPLOY / "k8s").glob("*.yaml"))
 REQUIREMENTS = DEPLOY / "requirements"
+TRITON_REQUIREMENTS = REPO_ROOT / "finsight" / "triton" / "server-requirements.txt"
 
 
 @dataclass

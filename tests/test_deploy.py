@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tests.deploy_spec import (DEPLOY, DOCKERFILES, MANIFESTS, REQUIREMENTS, Container, Image, all_containers,
+from tests.deploy_spec import (DEPLOY, TRITON_REQUIREMENTS, DOCKERFILES, MANIFESTS, REQUIREMENTS, Container, Image, all_containers,
                                images, requirement_lines)
 
 BIN = Path(sys.executable).parent
@@ -196,14 +196,16 @@ def test_every_finsight_variable_is_a_config_key():
 
 
 def test_one_requirements_file_per_image():
-    """Each Dockerfile installs its own list from deploy/requirements/, every list there is
-    installed, and the Makefile's triton venv reads the Triton image's list (one list, not two)."""
+    """Each Dockerfile installs its own list (from deploy/requirements/; the Triton image the
+    package's, which a repository carries), every list there is installed, and the Makefile's
+    triton venv reads the Triton image's list (one list, not two)."""
     installed = {image.tag: image.requirements for image in images().values()}
+    lists = {p.resolve() for p in REQUIREMENTS.glob("*.txt")} | {TRITON_REQUIREMENTS.resolve()}
     for tag, files in installed.items():
-        assert len(files) == 1 and files[0].parent == REQUIREMENTS, f"{tag}: {files}"
+        assert len(files) == 1 and files[0] in lists, f"{tag}: {files}"
         assert requirement_lines(files[0]), files[0]
-    assert {f[0].name for f in installed.values()} == {p.name for p in REQUIREMENTS.glob("*.txt")}
+    assert {f[0] for f in installed.values()} == lists
     makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
-    assert "TRITON_REQUIREMENTS := deploy/requirements/triton-server.txt" in makefile
+    assert "TRITON_REQUIREMENTS := finsight/triton/server-requirements.txt" in makefile
     assert "-r $(TRITON_REQUIREMENTS)" in makefile and "'numpy<2'" not in makefile
     assert "mlflow-skinny>=2.16" in requirement_lines(REQUIREMENTS / "serve-cpu.txt")  # models:/ refs
