@@ -251,6 +251,7 @@ def test_spark_script_scores_a_table_keeping_the_error_column(spark_venv, traine
     """spark-score.yaml's spark-submit line with local[1] in place of the k8s master and local
     files in place of s3a://; the script at the path the image has it; the model ref as written."""
     import pandas as pd
+    from mlflow_server import mlflow_server
 
     if shutil.which("java") is None:
         pytest.fail("Spark needs Java: install a JRE (.ci/run installs openjdk-17-jre-headless)")
@@ -260,15 +261,29 @@ def test_spark_script_scores_a_table_keeping_the_error_column(spark_venv, traine
     assert image.has_file(script)
     ref = next(a.split("=", 1)[1] for a in container.args if a.startswith("--model="))
     name, alias = ref.removeprefix("models:/").split("@")
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    registered = subprocess.run(
-        [sys.executable, "-m", "finsight", "--set", f"workdir={tmp_path / 'work'}", "register", str(onnx_export),
-         "--name", name, "--alias", alias, "--tracking-uri", store], capture_output=True, text=True, timeout=600,
-        cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(REPO_ROOT)})
-    assert registered.returncode == 0, registered.stderr[-3000:]
     texts = ["Profit rose sharply.", "", "Sales fell.", "The board met on Tuesday."]
     pd.DataFrame({"id": range(len(texts)), "text": texts}).to_parquet(tmp_path / "news.parquet")
+    (tmp_path / "mlflow").mkdir()
+    # the manifest's MLFLOW_TRACKING_URI is a tracking server (the image's mlflow-skinny has no
+    # sqlite store): a real one here
+    with mlflow_server(tmp_path / "mlflow") as server:
+        registered = subprocess.run(
+            [sys.executable, "-m", "finsight", "--set", f"workdir={tmp_path / 'work'}", "register",
+             str(onnx_export), "--name", name, "--alias", alias, "--tracking-uri", server.url],
+            capture_output=True, text=True, timeout=600, cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(REPO_ROOT)})
+        assert registered.returncode == 0, registered.stderr[-3000:]
+        done = spark_submit(container, image, spark_venv, script, tmp_path, server.url)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    scored = pd.read_parquet(tmp_path / "scored").sort_values("id")
+    assert list(scored["text"]) == texts
+    assert scored["error"].tolist() == ["", "empty text", "", ""]
+    assert scored["label"].iloc[1] == "" and set(scored["label"].drop(index=1)) <= {"negative", "neutral", "positive"}
 
+
+def spark_submit(container: Container, image: Image, venv: Path, script: str, tmp_path: Path,
+                 tracking_uri: str) -> subprocess.CompletedProcess:
+    """spark-score.yaml's spark-submit line with local[1] in place of the k8s master (its k8s
+    options dropped) and local files in place of s3a://."""
     swap = {"--input": f"--input={tmp_path / 'news.parquet'}", "--output": f"--output={tmp_path / 'scored'}",
             "--master": "--master=local[1]"}
     args = []
@@ -279,16 +294,10 @@ def test_spark_script_scores_a_table_keeping_the_error_column(spark_venv, traine
         args.append(str(REPO_ROOT / script.removeprefix("/opt/finsight/")) if arg == script else swap.get(key, arg))
     args[1:1] = ["--conf=spark.ui.enabled=false", "--conf=spark.driver.host=127.0.0.1",
                  "--conf=spark.driver.bindAddress=127.0.0.1", "--conf=spark.executor.instances=1"]
-    env = image_env(image, container, spark_venv, MLFLOW_TRACKING_URI=store, PYSPARK_PYTHON=str(spark_venv / "bin/python"),
-                    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
-    spark_submit = spark_venv / "bin" / Path(container.command[0]).name
-    done = subprocess.run([str(spark_submit), *args], capture_output=True, text=True, timeout=900, env=env,
-                          cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    scored = pd.read_parquet(tmp_path / "scored").sort_values("id")
-    assert list(scored["text"]) == texts
-    assert scored["error"].tolist() == ["", "empty text", "", ""]
-    assert scored["label"].iloc[1] == "" and set(scored["label"].drop(index=1)) <= {"negative", "neutral", "positive"}
+    env = image_env(image, container, venv, MLFLOW_TRACKING_URI=tracking_uri,
+                    PYSPARK_PYTHON=str(venv / "bin" / "python"), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    return subprocess.run([str(venv / "bin" / Path(container.command[0]).name), *args], capture_output=True,
+                          text=True, timeout=900, env=env, cwd=tmp_path)
 
 
 # ---------------------------------------------------------------- train
