@@ -73,12 +73,17 @@ class HelpGroup(TyperGroup):
                 formatter.write_dl(rows)
 
 
-def _fail(ctx: click.Context, exc: FinsightError, *, cause: BaseException | None = None) -> None:
-    """The red line and exit code 1 (with ``-v``, the traceback first)."""
+def _missing_package(ctx: click.Context, exc: ModuleNotFoundError) -> None:
+    """An optional package this install lacks (the serving image has no pandas) ends as a
+    FinsightError does: one red line naming what to install, exit 1 (``-v``: the traceback
+    first). Any other missing module is a bug or a broken install: its traceback stays."""
+    missing = missing_error(exc, needed_by=f"finsight {ctx.invoked_subcommand or ctx.info_name}")
+    if missing is None:
+        raise exc
     opts = ctx.obj if isinstance(ctx.obj, GlobalOptions) else GlobalOptions()
     if opts.verbose:
-        err.print(escape("".join(traceback.format_exception(cause or exc))), end="")
-    err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err.print(escape("".join(traceback.format_exception(exc))), end="")
+    err.print(f"[bold red]error:[/] {escape(str(missing))}")
     raise typer.Exit(1) from None
 
 
@@ -93,16 +98,16 @@ class FinsightGroup(HelpGroup):
             err.print("[red]terminated[/]")
             raise typer.Exit(143) from None
         except FinsightError as exc:
-            _fail(ctx, exc)
-        except ModuleNotFoundError as exc:
-            # an optional package this install lacks (the serving image has no pandas): one line
-            missing = missing_error(exc, needed_by=f"finsight {ctx.invoked_subcommand or ctx.info_name}")
-            if missing is None:
-                raise
-            _fail(ctx, missing, cause=exc)
+            opts = ctx.obj if isinstance(ctx.obj, GlobalOptions) else GlobalOptions()
+            if opts.verbose:
+                err.print(escape("".join(traceback.format_exception(exc))), end="")
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err.print("[red]interrupted[/]")
             raise typer.Exit(130) from None
+        except ModuleNotFoundError as exc:
+            _missing_package(ctx, exc)
 
     def resolve_command(self, ctx: click.Context, args: list[str]):
         """Global options may also follow the command: `finsight train ... --set k=v -v`.
