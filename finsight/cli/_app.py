@@ -19,7 +19,6 @@ from typer.core import TyperGroup
 
 from finsight import __version__
 from finsight.errors import FinsightError
-from finsight.extras import missing_error
 
 # Human output goes to stdout; progress, warnings and errors to stderr, so that
 # `--json` output on stdout stays machine-readable.
@@ -77,6 +76,8 @@ def _missing_package(ctx: click.Context, exc: ModuleNotFoundError) -> None:
     """An optional package this install lacks (the serving image has no pandas) ends as a
     FinsightError does: one red line naming what to install, exit 1 (``-v``: the traceback
     first). Any other missing module is a bug or a broken install: its traceback stays."""
+    from finsight.extras import missing_error
+
     missing = missing_error(exc, needed_by=f"finsight {ctx.invoked_subcommand or ctx.info_name}")
     if missing is None:
         raise exc
