@@ -9,10 +9,11 @@ EXTRAS ?= cpu,serve,triton,dev
 PIP := $(PY) -m pip install -q -c constraints.txt
 # The Python env of tritonserver's python-backend models (finsight triton check, the Triton
 # tests): its own venv because the stub needs numpy<2 and finsight's venv has numpy 2.
+# Its packages are finsight/triton/server-requirements.txt (also the Triton image's list);
 # nvidia-pytriton brings the tritonserver binary; --no-deps skips its client-side deps.
 TRITON_VENV ?= $(VENV)-triton
 TRITON_STAMP := $(TRITON_VENV)/.finsight-installed
-TRITON_SERVER_PKGS := 'numpy<2' 'onnxruntime>=1.18' 'tokenizers>=0.19'
+TRITON_REQUIREMENTS := finsight/triton/server-requirements.txt
 TRITON_SERVER := nvidia-pytriton==0.7.0
 
 .PHONY: install test test-all demo bench-install clean
@@ -23,9 +24,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PIP) -e '.[$(EXTRAS)]' >> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 
-$(TRITON_STAMP): Makefile
+$(TRITON_STAMP): Makefile $(TRITON_REQUIREMENTS)
 	@test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
-	@$(TRITON_VENV)/bin/python -m pip install -q $(TRITON_SERVER_PKGS) > $(TRITON_VENV)/install.log 2>&1 \
+	@$(TRITON_VENV)/bin/python -m pip install -q -r $(TRITON_REQUIREMENTS) > $(TRITON_VENV)/install.log 2>&1 \
 		|| { cat $(TRITON_VENV)/install.log; exit 1; }
 	@$(TRITON_VENV)/bin/python -m pip install -q --no-deps $(TRITON_SERVER) >> $(TRITON_VENV)/install.log 2>&1 \
 		|| { cat $(TRITON_VENV)/install.log; exit 1; }

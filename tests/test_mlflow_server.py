@@ -138,3 +138,26 @@ def test_register_alias_resolve_and_analyze_over_http(cli, server, one_thread, t
         outputs[key] = out.read_bytes()
     assert outputs["alias"] == outputs["local"]
     assert not (tmp_path / "work" / "mlartifacts").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_register_over_http_leaves_nothing_in_tmpdir(server, trained_tiny_model_dir, tmp_path):
+    """`finsight register` as a CI runner runs it on every merge: the stored model it downloads
+    to check goes away with the run (it used to leave ~26 MB in TMPDIR each time)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_tiny_model_dir, model)
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    env = os.environ | {"TMPDIR": str(tmpdir), "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-m", "finsight", "--set", f"workdir={tmp_path / 'work'}",
+                           "--set", "predict.num_threads=1", "register", str(model), "--name", "tmpcheck",
+                           "--tracking-uri", server.url, "--json"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["version"] == 1
+    assert sorted(p.name for p in tmpdir.iterdir()) == []

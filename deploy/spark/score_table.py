@@ -15,8 +15,10 @@ import mlflow.pyfunc
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+# Every column the pyfunc returns (publish/pyfunc.py OUTPUT_COLUMNS), its `error` included: a
+# row with an empty text keeps its reason.
 RESULT = ("label string, confidence float, p_negative float, p_neutral float, "
-          "p_positive float, sentiment float")
+          "p_positive float, sentiment float, error string")
 
 
 def main() -> None:

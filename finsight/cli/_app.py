@@ -94,6 +94,22 @@ class HelpGroup(TyperGroup):
                 formatter.write_dl(rows)
 
 
+def _missing_package(ctx: click.Context, exc: ModuleNotFoundError) -> None:
+    """An optional package this install lacks (the serving image has no pandas) ends as a
+    FinsightError does: one red line naming what to install, exit 1 (``-v``: the traceback
+    first). Any other missing module is a bug or a broken install: its traceback stays."""
+    from finsight.extras import missing_error
+
+    missing = missing_error(exc, needed_by=f"finsight {ctx.invoked_subcommand or ctx.info_name}")
+    if missing is None:
+        raise exc
+    opts = ctx.obj if isinstance(ctx.obj, GlobalOptions) else GlobalOptions()
+    if opts.verbose:
+        err.print(escape("".join(traceback.format_exception(exc))), end="")
+    err.print(f"[bold red]error:[/] {escape(str(missing))}")
+    raise typer.Exit(1) from None
+
+
 class FinsightGroup(HelpGroup):
     """Runs every command; expected errors end as one red line on stderr and exit 1."""
 
@@ -113,6 +129,8 @@ class FinsightGroup(HelpGroup):
         except KeyboardInterrupt:
             err.print("[red]interrupted[/]")
             raise typer.Exit(130) from None
+        except ModuleNotFoundError as exc:
+            _missing_package(ctx, exc)
 
     def resolve_command(self, ctx: click.Context, args: list[str]):
         """Global options may also follow the command: `finsight train ... --set k=v -v`.

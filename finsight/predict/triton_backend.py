@@ -37,15 +37,10 @@ class TextEncoded(Encoded):
 
 
 def _client_module(protocol: str):
-    try:
-        if protocol == "grpc":
-            import tritonclient.grpc as client
-        else:
-            import tritonclient.http as client
-    except ImportError:
-        raise BackendError(f"the triton backend ({protocol}) needs tritonclient: "
-                           "pip install 'finsight[triton]'") from None
-    return client
+    from finsight.extras import import_optional
+
+    module = "tritonclient.grpc" if protocol == "grpc" else "tritonclient.http"
+    return import_optional(module, needed_by=f"the triton backend ({protocol})", error=BackendError)
 
 
 def _first_line(exc: BaseException) -> str:

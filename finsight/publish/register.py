@@ -213,7 +213,10 @@ def verify_stored(model_uri: str, artifact: Artifact, settings: Settings) -> Non
     from finsight.publish import pyfunc
 
     texts = list(_samples())
-    stored = mlflow.pyfunc.load_model(model_uri).predict(texts)
+    # load_model downloads a server's model into a new temp dir of its own and keeps it: ~26 MB
+    # left in TMPDIR by every register run, unless it is told where (and that goes with it)
+    with tempfile.TemporaryDirectory(prefix="finsight-verify-") as tmp:
+        stored = mlflow.pyfunc.load_model(model_uri, dst_path=tmp).predict(texts)
     own = load_predictor(str(artifact.path), settings, backend=pyfunc.own_backend(artifact.path))
     local = pyfunc.score_texts(own, pyfunc.text_column(texts))
     same_labels = (stored["label"].astype(str) == local["label"].astype(str)).all()

@@ -9,7 +9,6 @@ lands in ``./mlruns``. An ``http(s)://`` server is asked for ``/health`` first, 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from finsight.errors import RegistryError
+from finsight.extras import require
 from finsight.quiet import quiet
 
 if TYPE_CHECKING:
@@ -75,10 +75,7 @@ def check_server(uri: str, *, timeout_s: float, hint: str) -> None:
 def require_mlflow(action: str, *, instead: str | None = None) -> None:
     """The serving image installs finsight without mlflow: a registry call there is one line
     naming what to install, not an ImportError traceback."""
-    if importlib.util.find_spec("mlflow") is None:
-        alternative = f", or {instead}" if instead else ""
-        raise RegistryError(f"cannot {action}: the model registry needs mlflow, which this install "
-                            f"lacks; pip install mlflow{alternative}")
+    require("mlflow", needed_by=f"cannot {action}: the model registry", instead=instead, error=RegistryError)
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 REPOSITORY_KIND = "triton-repository"
 PERF_INPUTS = "perf_inputs.json"
+REQUIREMENTS_FILE = "requirements.txt"
 _PYTHON_MODELS = Path(__file__).resolve().parent / "python_models"
 # finsight's own modules each python model imports, copied unchanged (the package __init__s are
 # left empty so that importing them pulls in nothing else): one cleaning rule, one tokenization
@@ -75,6 +76,7 @@ def build_repository(ref: str, settings: Settings, *,
         _ship(tmp / f"{name}_postprocess" / "1", "postprocess")
         (tmp / PERF_INPUTS).write_text(perf_inputs(), encoding="utf-8")
         (tmp / "README.md").write_text(readme(name, cfg, export, max_length), encoding="utf-8")
+        _write_server_files(tmp)
         manifest = {
             "kind": REPOSITORY_KIND, "name": name, "models": sorted(configs),
             "classifier_backend": cfg.classifier_backend, "instance_kind": cfg.kind,
@@ -240,12 +242,10 @@ def _escape(text: str) -> str:
 
 def model_config_pb2():
     """Triton's ``model_config.proto`` compiled, as tritonclient's gRPC package ships it."""
-    try:
-        from tritonclient.grpc import model_config_pb2 as pb2
-    except ImportError:
-        raise BackendError("finsight triton needs tritonclient with gRPC: pip install "
-                           "'finsight[triton]'") from None
-    return pb2
+    from finsight.extras import import_optional
+
+    return import_optional("tritonclient.grpc.model_config_pb2", needed_by="finsight triton",
+                           error=BackendError)
 
 
 def parse_config(text: str, *, where: str = "config.pbtxt"):
@@ -310,7 +310,19 @@ def perf_inputs() -> str:
     return json.dumps({"data": data}, indent=1, ensure_ascii=False) + "\n"
 
 
+def _write_server_files(out: Path) -> None:
+    """requirements.txt (what the python models import) and serve-local.sh (the bundled server
+    without a container): the README's commands use both."""
+    from finsight.triton.server import LOCAL_SCRIPT, SERVER_REQUIREMENTS
+
+    shutil.copyfile(SERVER_REQUIREMENTS, out / REQUIREMENTS_FILE)
+    shutil.copyfile(LOCAL_SCRIPT, out / LOCAL_SCRIPT.name)
+    (out / LOCAL_SCRIPT.name).chmod(0o755)
+
+
 def readme(name: str, cfg: TritonSettings, export: Artifact, max_length: int) -> str:
+    from finsight.triton.server import BUNDLE_PACKAGE
+
     classifier = ("Triton's onnxruntime backend" if cfg.classifier_backend == "onnxruntime"
                   else "the python backend running onnxruntime")
     return f"""# Triton model repository: `{name}`
@@ -328,24 +340,34 @@ Send raw text; get probabilities and a label back.
 ## The Python environment of the python-backend models
 
 The python backend runs `model.py` in the Python found first on `PATH` of the server (or the
-model parameter `EXECUTION_ENV_PATH`). It needs **numpy<2** (numpy 2 crashes the stub on
-TYPE_STRING inputs while the server still reports ready), `tokenizers`, and `onnxruntime`
-(for `--classifier-backend python`):
-
-    python3 -m venv triton-env && triton-env/bin/pip install 'numpy<2' tokenizers onnxruntime
+model parameter `EXECUTION_ENV_PATH`). It needs what `{REQUIREMENTS_FILE}` lists: **numpy<2**
+(numpy 2 crashes the stub on TYPE_STRING inputs while the server still reports ready),
+`tokenizers`, and `onnxruntime` (for `--classifier-backend python`).
 
 ## Run it
 
-GPU (NGC container):
+Without a container (Linux x86_64, CPU), with the tritonserver bundled in the PyPI package
+`nvidia-pytriton` (it has no onnxruntime backend: build with `--classifier-backend python`).
+From this directory, once:
 
-    docker run --gpus all --rm -p8000:8000 -p8001:8001 -v $PWD:/models \\
-      nvcr.io/nvidia/tritonserver:24.10-py3 tritonserver --model-repository=/models
+    python3 -m venv ../triton-env
+    ../triton-env/bin/pip install -r {REQUIREMENTS_FILE}
+    ../triton-env/bin/pip install --no-deps {BUNDLE_PACKAGE}
 
-(inside the container: `pip install 'numpy<2' tokenizers` first, or build an image with them).
+then, each time (further tritonserver options go at the end):
 
-CPU: the same without `--gpus all`, with the repository built by `--kind cpu`. Without a
-container, `finsight triton check --repo .` starts the tritonserver bundled in the PyPI package
-`nvidia-pytriton` (which has no onnxruntime backend: build with `--classifier-backend python`).
+    TRITON_ENV=../triton-env ./serve-local.sh --http-port=8000 --grpc-port=8001
+
+In a container: the stock NGC image lacks these packages, so build one that installs
+`{REQUIREMENTS_FILE}` on top of it (finsight's `deploy/docker/Dockerfile.triton`, from a finsight
+checkout: `docker build -f deploy/docker/Dockerfile.triton -t finsight-triton:24.10 .`), then:
+
+    docker run --gpus all --rm -p8000:8000 -p8001:8001 -v "$PWD:/models:ro" \\
+      finsight-triton:24.10 tritonserver --model-repository=/models
+
+CPU: the same without `--gpus all`, with the repository built by `--kind cpu`.
+`finsight triton check --repo .` starts the bundled server on this repository, checks it
+against the local predictor, and stops it.
 
 ## Query it
 

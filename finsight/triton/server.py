@@ -38,6 +38,13 @@ if TYPE_CHECKING:
     from finsight.config import Settings, TritonSettings
 
 BUNDLE = Path("pytriton") / "tritonserver"
+# The PyPI package whose bundled tritonserver runs a repository without a container (installed
+# --no-deps: its own dependencies are pytriton's client side); the Makefile pins the same.
+BUNDLE_PACKAGE = "nvidia-pytriton==0.7.0"
+# Shipped in the package, copied into every repository: what its python models import, and the
+# script that serves it with the bundled server.
+SERVER_REQUIREMENTS = Path(__file__).resolve().parent / "server-requirements.txt"
+LOCAL_SCRIPT = Path(__file__).resolve().parent / "serve-local.sh"
 STOP_TIMEOUT_S = 15
 _ERROR_LINE = re.compile(r"^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] (.*)$")
 
