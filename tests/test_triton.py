@@ -291,3 +291,38 @@ def test_a_model_dir_without_an_export_is_refused(cli, built, tmp_path):
     result = cli("triton", "build", tmp_path / "alone" / "model", "--repo", tmp_path / "repo")
     assert result.exit_code == 1 and "finsight export" in result.stderr
     assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_server_killed_mid_run_ends_analyze_in_one_line(built, tmp_path, protocol):
+    """The Triton server crashes (SIGKILL) while `finsight analyze --backend triton` streams a
+    file through it: one red line and exit 1, and no traceback from the client's threads
+    (the HTTP client runs on gevent, whose hub printed every failed call's traceback)."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    texts = [f"{text} ({i})" for i in range(600) for text in SAMPLE_SENTENCES[:40]]
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "in.csv", index=False)
+    server = TritonServer(built["repo"], load_settings())
+    with server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "finsight", "--set", f"triton.url={server.url(protocol)}",
+             "--set", f"triton.protocol={protocol}", "analyze", str(tmp_path / "in.csv"),
+             "--out", str(tmp_path / "out.csv"), "--model", str(built["export"]), "--backend", "triton"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stats = f"http://{server.http_url}/v2/models/finsight/stats"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            counts = json.load(urllib.request.urlopen(stats, timeout=2))["model_stats"]
+            if any(int(m.get("inference_count", 0)) >= 64 for m in counts):
+                break  # texts are flowing: crash the server now
+            time.sleep(0.05)
+        assert proc.poll() is None, "analyze finished before the server could be killed: use more rows"
+        os.killpg(server.pid, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr and len(lines) == 1 and lines[0].startswith("error:"), stderr
+    assert not (tmp_path / "out.csv").exists()  # nothing partial is written
