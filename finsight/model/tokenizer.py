@@ -103,6 +103,19 @@ class Encoder:
         truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(ids))
         return Encoded(ids=ids, lengths=lengths, truncated=truncated)
 
+    def word_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Per text, the ``(start, end)`` character span of each word the model sees: the
+        tokenizer's own words (its pre-tokenizer's), each covering all its sub-word pieces,
+        in order; special tokens and words cut off at ``max_length`` are left out."""
+        spans = []
+        for encoding in self._tokenizer.encode_batch(list(texts), add_special_tokens=True):
+            words: dict[int, list[int]] = {}
+            for word, (start, end) in zip(encoding.word_ids, encoding.offsets):
+                if word is not None and end > start:
+                    words.setdefault(word, [start, end])[1] = end
+            spans.append([(start, end) for start, end in words.values()])
+        return spans
+
     def pad(self, encoded: Encoded, rows: Sequence[int] | np.ndarray | None = None) -> dict[str, np.ndarray]:
         """int64 ``input_names`` arrays for ``rows`` of ``encoded`` (all rows by default),
         padded to the longest of them; single-segment text, so token types are all 0."""

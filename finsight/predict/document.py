@@ -36,13 +36,18 @@ def split_documents(predictor: Predictor, texts: Sequence[str]) -> DocumentBatch
     text would erase the blank lines the splitter splits on, and stripping tags first lets
     ``<p>One.</p><p>Two.</p>`` split. The sentences are then clean (encode cleaning them again
     changes nothing), and a line that cleans to nothing (a bare URL) is no sentence."""
-    cleaned = [clean_lines(text, predictor.cleaning) for text in texts]
-    split = [split_sentences(text) or [text] for text in cleaned]
+    split = [document_sentences(text, predictor.cleaning) for text in texts]
     counts = np.fromiter((len(s) for s in split), dtype=np.int64, count=len(split))
     sentences = [sentence for parts in split for sentence in parts]
     return DocumentBatch(sentences=sentences, n_sentences=counts,
                          sentence_doc=np.repeat(np.arange(len(split)), counts),
                          encoded=predictor.encode(sentences))
+
+
+def document_sentences(text: str, recipe: CleaningRecipe) -> list[str]:
+    """The cleaned sentences of one document, as :func:`split_documents` scores them."""
+    cleaned = clean_lines(text, recipe)
+    return split_sentences(cleaned) or [cleaned]
 
 
 def clean_lines(text: str, recipe: CleaningRecipe) -> str:
