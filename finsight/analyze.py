@@ -170,6 +170,8 @@ def analyze_files(inputs: Sequence[str | Path], settings: Settings, *, predictor
             sentences = stack.enter_context(TableWriter(sidecar_path(out, "sentences")))
         def emit(work: _Work, probs: np.ndarray) -> None:
             frame, sentence_frame = _score(work, probs)
+            if opts.explain:
+                frame["top_words"] = _top_words(predictor, work, opts.explain)
             writer.write(frame)
             if sentences is not None and sentence_frame is not None:
                 sentences.write(sentence_frame)
@@ -217,6 +219,15 @@ class _Work:
     @property
     def encoded(self):
         return self.prepared if self.mode == "sentence" else self.prepared.encoded
+
+
+def _top_words(predictor: Predictor, work: _Work, k: int) -> list[str | None]:
+    """``analyze.explain``: each row's K strongest words as JSON, None for a row with no text."""
+    from finsight.data.clean import texts_to_score
+    from finsight.predict.explain import top_words_json
+
+    texts, _ = texts_to_score(work.chunk[work.plan.text].tolist())
+    return top_words_json(predictor, texts, work.errors, k=k, mode=work.mode)
 
 
 def _prepare_all(plans: Sequence[InputPlan], predictor: Predictor, settings: Settings) -> Iterator[_Work]:

@@ -229,6 +229,9 @@ class AnalyzeSettings(Section):
     mode: Literal["sentence", "document"] = Field(
         "sentence", description="sentence: truncate at model.max_length; document: split, score, aggregate")
     write_sentences: bool = Field(False, description="document mode: also write per-sentence rows to <out>.sentences.<ext>")
+    explain: int = Field(
+        0, ge=0, le=100, description="add top_words: each row's K most influential words with signed contributions "
+        "to its label (word occlusion, K+1.. model inputs per row); 0: off")
     chunk_rows: int | None = Field(
         None, ge=1, description="rows read per streaming chunk; None: 8192 on CPU, 32768 on a GPU")
     encoding: str | None = Field(None, description="text encoding of the inputs; None: data.encoding, else utf-8")

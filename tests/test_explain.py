@@ -103,3 +103,62 @@ def test_torch_and_onnx_give_the_same_attributions(trained_tiny_model_dir, tmp_p
         np.testing.assert_allclose([w.contribution for w in x.words], [w.contribution for w in y.words], atol=1e-4)
         np.testing.assert_allclose([w.sentiment for w in x.words], [w.sentiment for w in y.words], atol=1e-4)
     assert max(abs(w.contribution) for x in a for w in x.words) > 1e-3  # a real signal, not all zeros
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def test_explain_text_json_and_terminal_view(cli, trained_tiny_model_dir, one_thread):
+    import json
+
+    result = cli("explain", "Operating profit rose to EUR 13.1 mn", "--model", trained_tiny_model_dir,
+                 "--backend", "torch", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["label"] in ("negative", "neutral", "positive")
+    assert [w["word"] for w in data["words"]][:3] == ["Operating", "profit", "rose"]
+    shown = cli("explain", "Operating profit rose to EUR 13.1 mn", "--model", trained_tiny_model_dir,
+                "--backend", "torch")
+    assert shown.exit_code == 0 and f"top words for {data['label']}" in shown.stdout
+    assert "Operating profit rose to EUR 13.1 mn" in shown.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["   "], "empty text"),
+    (["profit rose", "--top", "101"], "less than or equal to 100"),
+])
+def test_explain_bad_input_is_one_line(cli, trained_tiny_model_dir, args, message):
+    result = cli("explain", *args, "--model", trained_tiny_model_dir, "--backend", "torch")
+    assert result.exit_code in (1, 2) and message in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_explain_file_and_analyze_explain_add_top_words(cli, trained_tiny_model_dir, tmp_path, one_thread):
+    import json
+
+    import pandas as pd
+
+    source = tmp_path / "in.csv"
+    pd.DataFrame({"id": [1, 2, 3], "text": ["Profit rose sharply", "", "Shares fell after the warning"]}) \
+        .to_csv(source, index=False)
+    result = cli("explain", source, "--model", trained_tiny_model_dir, "--backend", "torch",
+                 "--out", tmp_path / "out.csv", "--top", "2", "--json")
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "out.csv")
+    assert rows["top_words"].isna().tolist() == [False, True, False]
+    words = json.loads(rows["top_words"][2])
+    assert len(words) == 2 and {w["word"] for w in words} <= {"Shares", "fell", "after", "the", "warning"}
+    analyzed = cli("analyze", source, "--model", trained_tiny_model_dir, "--backend", "torch",
+                   "--out", tmp_path / "a.csv", "--explain", "2")
+    assert analyzed.exit_code == 0, analyzed.output
+    again = pd.read_csv(tmp_path / "a.csv")
+    assert again["label"].tolist() == rows["label"].tolist()
+    for a, b in zip(json.loads(again["top_words"][0]), json.loads(rows["top_words"][0])):
+        assert a["word"] == b["word"] and a["contribution"] == pytest.approx(b["contribution"], abs=1e-5)
+    plain = cli("analyze", source, "--model", trained_tiny_model_dir, "--backend", "torch",
+                "--out", tmp_path / "p.csv")
+    assert plain.exit_code == 0 and "top_words" not in pd.read_csv(tmp_path / "p.csv").columns
+    zero = cli("explain", source, "--model", trained_tiny_model_dir, "--top", "0")
+    assert zero.exit_code == 2 and "--top" in zero.stderr
+    bad = cli("analyze", source, "--model", trained_tiny_model_dir, "--explain", "101")
+    assert bad.exit_code == 1 and "analyze.explain" in bad.stderr and "less than or equal to 100" in bad.stderr

@@ -12,7 +12,7 @@ import importlib
 from finsight.cli._app import app, main  # noqa: F401
 
 # One module per command; each registers itself on `app` when imported, in this order.
-COMMANDS = ("config_cmd", "prep", "train", "evaluate", "export", "analyze", "register", "models", "serve",
+COMMANDS = ("config_cmd", "prep", "train", "evaluate", "export", "analyze", "explain", "register", "models", "serve",
             "triton", "pipeline")
 for _module in COMMANDS:
     importlib.import_module(f"finsight.cli.{_module}")

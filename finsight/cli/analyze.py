@@ -34,6 +34,7 @@ def analyze(
         "analyze.group_by", "--group-by", "-g", note="repeat or comma-separate"),
     mode: Optional[str] = setting("analyze.mode", "--mode"),
     sentences: Optional[bool] = setting("analyze.write_sentences", "--sentences/--no-sentences"),
+    explain: Optional[int] = setting("analyze.explain", "--explain", metavar="K"),
     batch_size: Optional[int] = setting("predict.batch_size", "--batch-size"),
     device: Optional[str] = setting("predict.device", "--device"),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
@@ -45,7 +46,7 @@ def analyze(
         "analyze.out": out_file, "predict.model": model, "predict.backend": backend,
         "analyze.text_column": text_column, "analyze.id_column": id_column,
         "analyze.keep_columns": _names(keep_columns), "analyze.group_by": _names(group_by),
-        "analyze.mode": mode, "analyze.write_sentences": sentences,
+        "analyze.mode": mode, "analyze.write_sentences": sentences, "analyze.explain": explain,
         "predict.batch_size": batch_size, "predict.device": device})
     with _progress() as progress:
         summary = analyze_files(inputs, resolved, on_progress=progress)

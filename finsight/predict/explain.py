@@ -15,9 +15,10 @@ document is its contribution to its sentence scaled by that sentence's weight.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from finsight.labels import LABELS
 from finsight.predict.base import Predictor
 from finsight.predict.document import DocumentBatch, aggregate, document_sentences
 from finsight.predict.scores import label_ids, sentiment
+
+if TYPE_CHECKING:
+    from finsight.config import Settings
 
 METHODS = ("occlusion",)
 Mode = Literal["auto", "sentence", "document"]
@@ -149,6 +153,33 @@ def _document(predictor: Predictor, part: list[_Scored]) -> Explanation:
     return Explanation(text="\n".join(sentences), label=LABELS[label], confidence=float(doc_probs[label]),
                        sentiment=float(sentiment(doc_probs[None])[0]), words=words,
                        sentences=[scored.explain() for scored in part])
+
+
+def explain_text(text: str, settings: Settings, *, predictor: Predictor | None = None,
+                 mode: Mode = "auto") -> Explanation:
+    """One text's explanation (``finsight explain "TEXT"``); no text is a :class:`DataError`."""
+    from finsight.data.clean import text_error
+    from finsight.errors import DataError
+
+    error = text_error(text)
+    if error is not None:
+        raise DataError(f"{error}: pass the text to explain (or a file of texts)")
+    if predictor is None:
+        from finsight.predict.loader import load_predictor
+
+        predictor = load_predictor(None, settings)
+    return explain_texts(predictor, [text], mode=mode)[0]
+
+
+def top_words_json(predictor: Predictor, texts: Sequence[str], errors: Sequence[str | None], *, k: int,
+                   mode: Mode) -> list[str | None]:
+    """Per row, a JSON list of its ``k`` strongest ``{word, contribution, sentiment}`` (None
+    where ``errors`` has a reason): the ``top_words`` column of ``analyze --explain K``."""
+    valid = [text for text, error in zip(texts, errors) if error is None]
+    explained = iter(explain_texts(predictor, valid, mode=mode))
+    return [None if error is not None else
+            json.dumps([w.as_dict() for w in next(explained).top_words(k)], ensure_ascii=False)
+            for error in errors]
 
 
 def _without(text: str, start: int, end: int) -> str:
