@@ -102,6 +102,11 @@ def test_page_in_chromium(server):
             sentiments = [float(v) for v in page.locator("[data-testid=sentiment]").evaluate_all(
                 "nodes => nodes.map(n => n.dataset.value)")]
             widths = page.locator("[data-prob] .bar i").evaluate_all("nodes => nodes.map(n => n.style.width)")
+            # Each headline's words highlighted by contribution (POST /v1/explain), with a legend.
+            page.wait_for_function("document.querySelectorAll('[data-explained]').length === 2", timeout=30_000)
+            shown = page.locator("[data-testid=result]").first.locator("[data-testid=word]").evaluate_all(
+                "nodes => nodes.map(n => [n.textContent, Number(n.dataset.contribution), n.style.background])")
+            legend = page.locator("[data-testid=legend]").inner_text()
             page.screenshot(path=str(ARTIFACTS / "serve-page.png"), full_page=True)
         finally:
             browser.close()
@@ -110,6 +115,13 @@ def test_page_in_chromium(server):
     first = expected[0]["probabilities"]
     assert widths[:3] == [f"{100 * first[k]:.1f}%" for k in ("negative", "neutral", "positive")]
     assert (ARTIFACTS / "serve-page.png").stat().st_size > 5000
+    explained = httpx.post(f"{server.url}/v1/explain", json={"text": headlines[0]}).json()
+    assert [word for word, _, _ in shown] == [w["word"] for w in explained["words"]]
+    assert [c for _, c, _ in shown] == pytest.approx([w["contribution"] for w in explained["words"]], abs=1e-6)
+    strongest = max(explained["words"], key=lambda w: abs(w["contribution"]))
+    colour = next(bg for word, c, bg in shown if c == pytest.approx(strongest["contribution"], abs=1e-6))
+    assert ("76, 174, 76" if strongest["contribution"] > 0 else "217, 83, 79") in colour and "0.6" in colour
+    assert "supports the label" in legend and "works against it" in legend
 
 
 def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_path):

@@ -31,7 +31,7 @@ from finsight.serve.metrics import LATENCY_BUCKETS, PREFIX, metrics, render
 from finsight.serve.page import PAGE
 from finsight.serve.schemas import (
     AnalyzeResponse, BatchResponse, DetailedHealth, ErrorBody, Health, ModelInfo, PredictResponse,
-    request_types)
+    explain_request_type, request_types)
 from finsight.serve.service import Service
 
 log = logging.getLogger("finsight.serve")
@@ -189,6 +189,8 @@ def create_app(settings: Settings, predictor: Predictor, *, service: Service | N
     service = service or Service.build(predictor, settings)
     keys = mw.load_api_keys(opts)
     types = request_types(opts)
+    explain_type = explain_request_type(opts)
+    needs_key = lambda path: bool(keys) and not mw.is_open(path, opts.open_paths)  # noqa: E731
     tasks: list[asyncio.Task] = []  # holds the warm-up and prober tasks so they are not garbage-collected
 
     async def start() -> None:
@@ -206,7 +208,7 @@ def create_app(settings: Settings, predictor: Predictor, *, service: Service | N
 
     app = _App(
         edge=lambda router: _edge(router, opts),
-        route_handlers=_routes(types, lambda path: bool(keys) and not mw.is_open(path, opts.open_paths)),
+        route_handlers=[*_routes(types, needs_key), _explain_route(explain_type, needs_key)],
         dependencies={"service": Provide(lambda: service, use_cache=True, sync_to_thread=False)},
         exception_handlers={**_exception_handlers(opts), **_health_handlers(opts)},
         middleware=_middleware(opts, keys, shared_dir),
@@ -221,7 +223,7 @@ def create_app(settings: Settings, predictor: Predictor, *, service: Service | N
     )
     # The request Structs forbid unknown fields; say so in the schema (litestar leaves it open).
     schemas = app.openapi_schema.components.schemas
-    for struct in types.values():
+    for struct in [*types.values(), explain_type]:
         schemas[struct.__name__].additional_properties = False
     return app
 
@@ -359,3 +361,17 @@ async def _warm(service: Service) -> None:
         await service.warm_up()
     except Exception:  # noqa: BLE001 - /ready stays 503 and the log says why
         log.exception("warm-up failed; /ready stays 503")
+
+
+def _explain_route(ExplainRequest: type, needs_key: Any) -> Any:
+    """POST /v1/explain (finsight/serve/explain.py), under the same limits and key as /v1/predict."""
+    from finsight.serve.explain import explain
+    from finsight.serve.schemas import ExplainResponse
+
+    @post("/v1/explain", status_code=200, responses=_responses(*SCORING_ERRORS),
+          security=[{"ApiKey": []}] if needs_key("/v1/explain") else None,
+          summary="Which words drove the label: each word's contribution (word occlusion)")
+    async def explain_route(data: ExplainRequest, service: Service) -> ExplainResponse:
+        return await explain(service, data.text)
+
+    return explain_route

@@ -1,4 +1,5 @@
-"""The page at ``GET /``: paste headlines, see label, probabilities and sentiment as bars.
+"""The page at ``GET /``: paste headlines, see label, probabilities and sentiment as bars, and
+each headline's words highlighted by their contribution to its label (``POST /v1/explain``).
 
 One self-contained HTML document (inline CSS and JS, no external assets or fonts), so it works
 offline and under a strict Content-Security-Policy of 'self' plus inline.
@@ -29,6 +30,9 @@ PAGE = """<!doctype html>
   .label { display: inline-block; padding: 0 .4rem; border-radius: 3px; color: #fff; font-size: .8rem; }
   .label.negative { background: #d9534f; } .label.neutral { background: #777; } .label.positive { background: #4cae4c; }
   #error { color: #b00; }
+  .text .w { border-radius: 2px; padding: 0 1px; }
+  .legend { font-size: .8rem; color: #555; margin: .4rem 0; }
+  .legend .w { padding: 0 .3rem; margin-right: .4rem; }
 </style>
 </head>
 <body>
@@ -39,6 +43,10 @@ PAGE = """<!doctype html>
 <div><label class="muted" for="key">API key (if the server needs one)</label><br><input id="key" type="password" autocomplete="off"></div>
 <button id="score" type="button">Score</button>
 <p id="error" role="alert"></p>
+<div class="legend" id="legend" data-testid="legend">Words, by contribution to the label (removing the word lowers its probability):
+  <span class="w" style="background: rgba(76,174,76,.6)">supports the label</span>
+  <span class="w" style="background: rgba(217,83,79,.6)">works against it</span>
+  stronger colour, larger share of the strongest word</div>
 <div id="results" aria-live="polite"></div>
 <script>
 "use strict";
@@ -86,6 +94,31 @@ function render(texts, results) {
     box.append(item);
   });
 }
+function highlight(node, explained) {
+  // The explained (cleaned) text, each word on a background by its signed contribution.
+  const strongest = Math.max(1e-9, ...explained.words.map((w) => Math.abs(w.contribution)));
+  const text = explained.text; let cursor = 0;
+  node.replaceChildren();
+  for (const w of explained.words) {
+    node.append(text.slice(cursor, w.start));
+    const span = el("span", "w", text.slice(w.start, w.end));
+    const alpha = (0.6 * Math.abs(w.contribution) / strongest).toFixed(3);
+    span.style.background = (w.contribution >= 0 ? "rgba(76,174,76," : "rgba(217,83,79,") + alpha + ")";
+    span.dataset.testid = "word"; span.dataset.contribution = w.contribution;
+    span.title = (w.contribution >= 0 ? "+" : "") + w.contribution.toFixed(4) + " p(" + explained.label + ")";
+    node.append(span); cursor = w.end;
+  }
+  node.append(text.slice(cursor));
+  node.dataset.explained = "1";
+}
+async function explainAll(texts, results, headers) {
+  const items = document.querySelectorAll("[data-testid=result]");
+  await Promise.all(results.map(async (r, i) => {
+    if (r.error) return;
+    const response = await fetch("v1/explain", { method: "POST", headers, body: JSON.stringify({ text: texts[i] }) });
+    if (response.ok) highlight(items[i].querySelector(".text"), await response.json());
+  }));
+}
 async function score() {
   $("error").textContent = "";
   const texts = $("texts").value.split("\\n").map((t) => t.trim()).filter((t) => t);
@@ -98,6 +131,7 @@ async function score() {
     if (!response.ok) { $("error").textContent = response.status + ": " + (body.detail || "request failed"); return; }
     $("model").textContent = "model " + body.model.name + " (" + body.model.version + ")";
     render(texts, body.results);
+    await explainAll(texts, body.results, headers);
   } catch (err) { $("error").textContent = String(err); }
 }
 $("score").addEventListener("click", score);

@@ -151,3 +151,43 @@ def request_types(opts: ServeSettings) -> dict[str, type]:
     batch = msgspec.defstruct("BatchRequest", [("texts", texts)], forbid_unknown_fields=True)
     analyze = msgspec.defstruct("AnalyzeRequest", [("documents", documents)], forbid_unknown_fields=True)
     return {"predict": predict, "batch": batch, "analyze": analyze}
+
+
+class WordScore(Struct):
+    """One word's contribution (word occlusion): the drop in the label's probability and in
+    sentiment when it is removed; ``start``/``end`` index the explained (cleaned) ``text``."""
+
+    word: str
+    start: int
+    end: int
+    contribution: float
+    sentiment: float
+
+
+class SentenceExplanation(Struct):
+    text: str
+    label: str
+    confidence: float
+    sentiment: float
+    words: list[WordScore]
+
+
+class ExplainResponse(Struct):
+    """POST /v1/explain. A text longer than the model's max length is explained sentence by
+    sentence (``sentences``; ``words`` then holds every sentence's words with their share of
+    the document's label). No text: nulls and ``error``, as /v1/predict."""
+
+    label: str | None
+    confidence: float | None
+    sentiment: float | None
+    text: str | None
+    words: list[WordScore]
+    sentences: list[SentenceExplanation] | None
+    model: ModelRef
+    error: str | None = None
+
+
+def explain_request_type(opts: ServeSettings) -> type:
+    """The /v1/explain body: one text, under the same limit as /v1/predict."""
+    text = Annotated[str, Meta(max_length=opts.max_text_chars)]
+    return msgspec.defstruct("ExplainRequest", [("text", text)], forbid_unknown_fields=True)
