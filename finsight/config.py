@@ -255,6 +255,14 @@ class AnalyzeSettings(Section):
     plot: Path | None = Field(None, description="index: also draw it to this PNG, top plot_groups groups by count")
     plot_groups: int = Field(8, ge=1, description="index --plot: how many groups (most rows first) are drawn")
 
+    @field_validator("session_close", mode="before")
+    @classmethod
+    def _clock(cls, value: Any) -> Any:
+        # YAML 1.1 (and so --set) reads `16:00` as the sexagesimal number 960: minutes.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{value // 60:02d}:{value % 60:02d}"
+        return value
+
 
 class PipelineSettings(Section):
     name: str = Field("pipeline", description="run name: outputs go to <workdir>/{data,runs,eval}/<name>")

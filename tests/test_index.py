@@ -60,6 +60,13 @@ def test_intraday_buckets_are_labelled_by_their_end_across_the_repeated_hour():
     assert hourly.assign(pd.Series(["2024-11-03 01:30"]))[0].isoformat() == "2024-11-03T02:00:00-05:00"
 
 
+def test_a_yaml_close_is_read_as_a_time_of_day(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("analyze:\n  session_close: 16:00\n")  # YAML 1.1: the number 960
+    assert load_settings(config).analyze.session_close == "16:00"
+    assert load_settings(overrides=["analyze.session_close=9:30"]).analyze.session_close == "09:30"
+
+
 def test_a_holiday_file_skips_its_days(tmp_path):
     holidays = tmp_path / "nyse.txt"
     holidays.write_text("# NYSE 2024\n2024-07-04  # Independence Day\n")
@@ -198,3 +205,55 @@ def test_bad_input_is_one_red_line_and_no_output(cli, export, news, tmp_path, fl
 def test_a_missing_time_column_names_the_columns_there_are(cli, export, news, tmp_path):
     result = cli("analyze", news[1], "--out", tmp_path / "s.csv", "--model", export, "--time-column", "when")
     assert result.exit_code == 1 and "no time column 'when'" in result.stderr and "published_at" in result.stderr
+
+
+# ---------------------------------------------------------------- POST /v1/index on a real server
+
+
+@pytest.fixture(scope="module")
+def server(trained_tiny_model_dir, tmp_path_factory):
+    from serve_helpers import LiveServer
+
+    live = LiveServer(trained_tiny_model_dir, tmp_path_factory.mktemp("serve") / "serve.log",
+                      "analyze.timezone=America/New_York", "analyze.session_close=16:00")
+    try:
+        live.wait_ready()
+        yield live
+    finally:
+        assert live.stop() == 0, live.output()
+
+
+def test_the_index_over_http_is_the_cli_s(server, headlines):
+    import httpx
+
+    records = [{"text": t, "group": g, "time": when} for t, g, when in zip(
+        headlines["text"][:6], ["AAA", "AAA", "AAA", "BBB", "BBB", "BBB"],
+        ["2024-03-08T16:01:00-05:00", "2024-03-08T15:59:00-05:00", 1709931660000,
+         "2024-03-09T12:00:00Z", "not a time", "2024-03-11T10:00:00-04:00"])]
+    reply = httpx.post(f"{server.url}/v1/index", json={"records": records, "rolling": 2}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["time_errors"] == 1
+    cells = {(row["group"], row["bucket"]): row for row in body["rows"]}
+    assert sorted(cells) == [("AAA", "2024-03-08"), ("AAA", "2024-03-11"), ("BBB", "2024-03-11")]
+    assert cells["AAA", "2024-03-11"]["count"] == 2 and cells["BBB", "2024-03-11"]["count"] == 2
+    # the same records through the same scores: the mean is the records' mean sentiment
+    scores = httpx.post(f"{server.url}/v1/predict/batch", json={"texts": [r["text"] for r in records]}).json()
+    expected = np.mean([scores["results"][i]["sentiment"] for i in (0, 2)])
+    assert cells["AAA", "2024-03-11"]["mean_sentiment"] == pytest.approx(expected, abs=1e-6)
+    assert cells["AAA", "2024-03-11"]["rolling_sentiment"] == pytest.approx(
+        np.mean([scores["results"][i]["sentiment"] for i in (0, 1, 2)]), abs=1e-6)
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"timezone": "Mars/Olympus"}, ["is not a time zone"]),
+    ({"bucket": "fortnight"}, ["is not a bucket"]),
+    ({"calendar": "/etc/holidays.txt"}, []),  # a client names no server file
+])
+def test_bad_index_requests_are_400_with_the_fix(server, body, words):
+    import httpx
+
+    reply = httpx.post(f"{server.url}/v1/index", json={"records": [{"text": "Profit rose.", "time": 0}], **body},
+                       timeout=30)
+    assert reply.status_code == 400, reply.text
+    assert all(word in reply.json()["detail"] for word in words), reply.text
