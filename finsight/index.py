@@ -193,10 +193,14 @@ def parse_times(values: "pd.Series", timezone: str, *, column: str = "time") -> 
         parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
     else:
         parsed = _localize(pd.to_datetime(text, format="ISO8601", errors="coerce"), timezone)
+    # The ISO parser reads years outside what nanoseconds hold ("-1.9" is year -1, September):
+    # those are NaT here, then tried as epoch numbers below.
+    parsed = parsed.where((parsed >= pd.Timestamp.min.tz_localize("UTC")) & (parsed <= pd.Timestamp.max.tz_localize("UTC")))
+    parsed = parsed.dt.as_unit("ns")
     missing = parsed.isna() & text.notna()
     if missing.any():
         parsed[missing] = _epoch(pd.to_numeric(text[missing], errors="coerce"))
-    return parsed.dt.as_unit("ns")
+    return parsed
 
 
 def _has_offset(text: "pd.Series") -> np.ndarray:
@@ -215,7 +219,8 @@ def _epoch(numbers: "pd.Series") -> "pd.Series":
     import pandas as pd
 
     values = numbers.to_numpy(dtype="float64", na_value=np.nan)
-    ns = np.where(np.abs(values) >= _MS_FROM, values * 1e6, values * 1e9)
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd numbers become inf: NaT below
+        ns = np.where(np.abs(values) >= _MS_FROM, values * 1e6, values * 1e9)
     ok = np.isfinite(ns) & (np.abs(ns) < 9.2e18)
     out = pd.Series(pd.to_datetime(np.where(ok, ns, 0).astype("int64"), unit="ns", utc=True), index=numbers.index)
     out[~ok] = pd.NaT
@@ -341,7 +346,7 @@ class SentimentIndex:
         """The index, sorted by group then bucket."""
         import pandas as pd
 
-        if not self._parts:
+        if not any(len(cells) for cells, _ in self._parts):
             return pd.DataFrame(columns=[*self.keys, "count"])
         total = self._table()
         grid = self._on_grid(total) if (self.fill or self.rolling or self.halflife) else \

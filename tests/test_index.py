@@ -246,14 +246,15 @@ def test_the_index_over_http_is_the_cli_s(server, headlines):
 
 
 @pytest.mark.parametrize("body, words", [
-    ({"timezone": "Mars/Olympus"}, ["is not a time zone"]),
-    ({"bucket": "fortnight"}, ["is not a bucket"]),
+    ({"timezone": "Mars/Olympus"}, ["timezone"]),
+    ({"bucket": "fortnight"}, ["bucket"]),
+    ({"session_close": "4pm"}, ["session_close"]),
     ({"calendar": "/etc/holidays.txt"}, []),  # a client names no server file
 ])
-def test_bad_index_requests_are_400_with_the_fix(server, body, words):
+def test_bad_index_requests_are_refused_with_the_fix(server, body, words):
     import httpx
 
     reply = httpx.post(f"{server.url}/v1/index", json={"records": [{"text": "Profit rose.", "time": 0}], **body},
                        timeout=30)
     assert reply.status_code == 400, reply.text
-    assert all(word in reply.json()["detail"] for word in words), reply.text
+    assert all(word in reply.text for word in words), reply.text

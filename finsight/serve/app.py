@@ -32,7 +32,7 @@ from finsight.serve.page import PAGE
 from finsight.serve.schemas import (
     AnalyzeResponse, BatchResponse, DetailedHealth, ErrorBody, Health, ModelInfo, PredictResponse,
     request_types)
-from finsight.serve.index_api import PATH as INDEX_PATH, index_request_type, index_route
+from finsight.serve.index_api import PATH as INDEX_PATH, index_request_types, index_route
 from finsight.serve.service import Service
 
 log = logging.getLogger("finsight.serve")
@@ -189,7 +189,7 @@ def create_app(settings: Settings, predictor: Predictor, *, service: Service | N
     opts = settings.serve
     service = service or Service.build(predictor, settings)
     keys = mw.load_api_keys(opts)
-    types = {**request_types(opts), "index": index_request_type(opts)}
+    types = {**request_types(opts), **index_request_types(opts)}
     tasks: list[asyncio.Task] = []  # holds the warm-up and prober tasks so they are not garbage-collected
 
     async def start() -> None:

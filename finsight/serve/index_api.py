@@ -6,11 +6,12 @@ read the request type from them.
 """
 
 import asyncio
+import zoneinfo
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import post
-from litestar.exceptions import ValidationException
+from litestar.exceptions import HTTPException
 from msgspec import Meta, Struct
 
 from finsight.config import ServeSettings
@@ -19,6 +20,9 @@ from finsight.serve.schemas import ModelRef
 from finsight.serve.service import Service
 
 PATH = "/v1/index"
+# The buckets a request may ask for, listed so the schema says what is accepted (the CLI takes
+# any step that divides a day).
+BUCKETS = ("1d", "12h", "8h", "6h", "4h", "3h", "2h", "1h", "30min", "20min", "15min", "10min", "5min", "1min")
 
 
 class IndexRow(Struct):
@@ -41,18 +45,22 @@ class IndexResponse(Struct):
     model: ModelRef
 
 
-def index_request_type(opts: ServeSettings) -> type:
-    """The request Struct with this server's limits; the index options default to ``analyze.*``."""
+def index_request_types(opts: ServeSettings) -> dict[str, type]:
+    """The request Structs (the body, one record) with this server's limits; the index options
+    default to the server's ``analyze.*``."""
     text = Annotated[str, Meta(max_length=opts.max_text_chars)]
-    record = msgspec.defstruct("IndexRecord", [("text", text), ("time", str | int | float),
+    record = msgspec.defstruct("IndexRecord", [("text", text), ("time", str | float),
                                                ("group", str | None, None)], forbid_unknown_fields=True)
     records = Annotated[list[record], Meta(max_length=opts.max_texts_per_request)]
-    return msgspec.defstruct("IndexRequest", [
-        ("records", records), ("bucket", str | None, None), ("timezone", str | None, None),
-        ("session_close", str | None, None), ("calendar", Literal["weekdays", "all"] | None, None),
-        ("rolling", Annotated[int, Meta(ge=1)] | None, None),
-        ("halflife", Annotated[float, Meta(gt=0)] | None, None), ("fill", bool | None, None)],
+    request = msgspec.defstruct("IndexRequest", [
+        ("records", records), ("bucket", Literal[BUCKETS] | None, None),
+        ("timezone", Literal[tuple(sorted(zoneinfo.available_timezones()))] | None, None),
+        ("session_close", Annotated[str, Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] | None, None),
+        ("calendar", Literal["weekdays", "all"] | None, None),
+        ("rolling", Annotated[int, Meta(ge=1, le=100_000)] | None, None),
+        ("halflife", Annotated[float, Meta(ge=0.01, le=1e6)] | None, None)],
         forbid_unknown_fields=True)
+    return {"index": request, "index_record": record}
 
 
 def index_route(request_type: type, *, responses: Any, security: Any) -> Any:
@@ -75,8 +83,9 @@ def _build(data: Any, scores: list, service: Service) -> IndexResponse:
 
     from finsight.index import Bucketing, SentimentIndex
 
+    # no `fill` here: the server's analyze.fill applies (JSON's lax 0/1 would pass for a bool)
     asked = {key: getattr(data, key) for key in ("timezone", "session_close", "calendar", "rolling",
-                                                 "halflife", "fill")}
+                                                 "halflife")}
     if data.bucket is not None:
         asked["time_bucket"] = data.bucket
     opts = service.settings.analyze.model_copy(update={k: v for k, v in asked.items() if v is not None})
@@ -87,15 +96,15 @@ def _build(data: Any, scores: list, service: Service) -> IndexResponse:
         times = pd.Series([r.time for r in data.records], dtype=object)
         numeric = all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in times)
         buckets = index.bucketing.assign(times.astype("float64") if numeric else times.astype("str"), column="time")
-    except DataError as exc:
-        raise ValidationException(detail=str(exc).replace("--", "")) from None
+    except DataError as exc:  # a well-formed body asking for something that does not exist: 422
+        raise HTTPException(status_code=422, detail=str(exc).replace("--", "")) from None
     frame = pd.DataFrame({"group": [r.group for r in data.records], "label": [s.label for s in scores],
                           "confidence": [s.confidence for s in scores], "sentiment": [s.sentiment for s in scores],
                           "error": [s.error for s in scores]})
     frame["confidence"] = frame["confidence"].astype("float64")
     frame["sentiment"] = frame["sentiment"].astype("float64")
     index.update(frame, buckets)
-    table = index.result()
+    table = index.result() if len(frame) else pd.DataFrame()
     daily = index.bucketing.daily
     return IndexResponse(rows=[_row(record, daily) for record in table.to_dict("records")],
                          time_errors=index.time_errors, model=service.model_ref)
