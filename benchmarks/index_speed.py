@@ -63,7 +63,7 @@ def streamed(chunks, flags=FLAGS) -> pd.DataFrame:
     opts = load_settings(flags=flags).analyze
     index = SentimentIndex(opts.group_by, Bucketing.from_settings(opts), opts)
     for chunk in chunks:
-        index.update(chunk, index.bucketing.assign(chunk["published_at"]))
+        index.update(chunk, index.assign(chunk["published_at"]))  # as analyze calls it
     return index.result()
 
 

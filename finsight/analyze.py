@@ -258,7 +258,7 @@ def _prepare_chunks(plan: InputPlan, source: str | None, predictor: Predictor, s
         texts, errors = texts_to_score(chunk[plan.text].tolist())
         buckets = None
         if index is not None and plan.time is not None:
-            buckets = index.bucketing.assign(chunk[plan.time], column=plan.time)
+            buckets = index.assign(chunk[plan.time], column=plan.time)
             errors[buckets.isna().to_numpy() & (errors == None)] = TIME_ERROR  # noqa: E711 - elementwise
         valid = [t for t, e in zip(texts, errors) if e is None]
         prepared = split_documents(predictor, valid) if opts.mode == "document" else predictor.encode(valid)

@@ -57,10 +57,10 @@ class Bucketing:
         return cls(daily=daily, step_ns=step, timezone=_check_timezone(opts.timezone),
                    close_ns=close, weekmask=weekmask, holidays=holidays)
 
-    def assign(self, values: "pd.Series", *, column: str = "time") -> "pd.Series":
+    def assign(self, values: "pd.Series", *, column: str = "time", seen: set | None = None) -> "pd.Series":
         """The bucket of every value (NaT where it does not parse): session dates for 1d,
-        bucket ends in ``timezone`` otherwise."""
-        utc = parse_times(values, self.timezone, column=column)
+        bucket ends in ``timezone`` otherwise. ``seen``: see :func:`parse_times`."""
+        utc = parse_times(values, self.timezone, column=column, seen=seen)
         return self._daily(utc) if self.daily else self._intraday(utc)
 
     def _daily(self, utc: "pd.Series") -> "pd.Series":
@@ -174,10 +174,12 @@ def _parse_calendar(calendar: str) -> tuple[str, tuple[str, ...]]:
 # ---------------------------------------------------------------- parsing
 
 
-def parse_times(values: "pd.Series", timezone: str, *, column: str = "time") -> "pd.Series":
+def parse_times(values: "pd.Series", timezone: str, *, column: str = "time", seen: set | None = None) -> "pd.Series":
     """UTC timestamps (NaT where a value does not parse): numbers are epoch seconds, or
     milliseconds from 1e11 on; text is ISO 8601, with an offset or (all of them) without one,
-    then in ``timezone``; text that is digits only is epoch too."""
+    then in ``timezone``; text that is digits only is epoch too. ``seen`` collects which of
+    "offset"/"no offset" earlier chunks of the same column had: a file mixing them is refused
+    even when each chunk is uniform."""
     import pandas as pd
 
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
@@ -188,6 +190,8 @@ def parse_times(values: "pd.Series", timezone: str, *, column: str = "time") -> 
         return _localize(values, timezone)
     text = values if pd.api.types.is_string_dtype(values.dtype) else values.astype("str")
     aware = _has_offset(text)
+    if seen is not None:
+        _refuse_mixed_chunks(text, aware, column, seen)
     if aware.any():
         _refuse_mixed(text, aware, column)
         parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
@@ -234,6 +238,20 @@ def _localize(naive: "pd.Series", timezone: str) -> "pd.Series":
                                 nonexistent="shift_forward").dt.tz_convert("UTC")
 
 
+def _refuse_mixed_chunks(text: "pd.Series", aware: np.ndarray, column: str, seen: set) -> None:
+    if aware.all() and seen <= {"offset"}:  # the usual case, without a second regex
+        seen.add("offset")
+        return
+    naive = ~aware & text.str.contains(r"\d[T ]\d", regex=True, na=False).to_numpy(dtype=bool)
+    kinds = ({"offset"} if aware.any() else set()) | ({"no offset"} if naive.any() else set())
+    if kinds and seen and kinds != seen and len(kinds | seen) == 2:
+        example = text.iloc[int(np.flatnonzero(naive if "no offset" in kinds else aware)[0])]
+        raise DataError(f"column {column!r} mixes zones: {example!r} has {'no offset' if 'no offset' in kinds else 'an offset'} "
+                        f"while earlier rows {'have one' if 'offset' in seen else 'have none'}; give every "
+                        "timestamp an offset, or none (then --timezone applies)")
+    seen |= kinds
+
+
 def _refuse_mixed(text: "pd.Series", aware: np.ndarray, column: str) -> None:
     if aware.all():
         return
@@ -261,6 +279,11 @@ class SentimentIndex:
         self._parts: list[tuple[np.ndarray, np.ndarray]] = []
         self._known: "pd.Index | None" = None  # every group seen, in order of appearance
         self._merged = self._pending = 0  # cells in the merged part / in the parts since
+        self._zones: set = set()  # "offset" / "no offset": what the time column's text has had
+
+    def assign(self, values: "pd.Series", *, column: str = "time") -> "pd.Series":
+        """:meth:`Bucketing.assign`, refusing a column whose chunks mix offset and no offset."""
+        return self.bucketing.assign(values, column=column, seen=self._zones)
 
     @property
     def keys(self) -> list[str]:

@@ -104,6 +104,16 @@ def test_mixed_zones_are_refused():
         _bucketing().assign(pd.Series(["2024-03-08T10:00:00Z", "2024-03-08 10:00"]))
 
 
+def test_mixed_zones_across_chunks_are_refused():
+    from finsight.index import SentimentIndex
+
+    opts = load_settings(flags=NY).analyze
+    index = SentimentIndex([], Bucketing.from_settings(opts), opts)
+    index.assign(pd.Series(["2024-03-08 10:00", "2024-03-08 11:00"]))
+    with pytest.raises(DataError, match="mixes zones.*'2024-03-08T10:00:00Z' has an offset while earlier rows have none"):
+        index.assign(pd.Series(["2024-03-08T10:00:00Z"]))
+
+
 # ---------------------------------------------------------------- end to end
 
 
