@@ -20,6 +20,7 @@ import numpy as np
 
 from finsight.data.recipe import DEFAULT_RECIPE, CleaningRecipe
 from finsight.errors import DataError
+from finsight.index import TIME_ERROR, Bucketing, SentimentIndex, plot_index
 from finsight.io import (ID_COLUMNS, TEXT_COLUMNS, TableWriter, WRITE_FORMATS, detect_format, iter_chunks,
                          list_columns, resolve_column)
 from finsight.labels import LABELS
@@ -42,6 +43,7 @@ class InputPlan:
     format: str
     text: str
     copied: list[str]  # id, kept and group-by columns, copied to the output
+    time: str | None = None  # analyze.time_column, resolved
 
 
 @dataclass
@@ -60,6 +62,7 @@ class AnalyzeSummary:
     seconds: float = 0.0
     outputs: dict[str, str] = field(default_factory=dict)
     cleaning: CleaningRecipe = DEFAULT_RECIPE  # what the predictor applied to every text
+    time_errors: int | None = None  # rows whose --time-column value did not parse (in errors too)
 
     @property
     def scored(self) -> int:
@@ -87,7 +90,8 @@ class AnalyzeSummary:
                 "rows_per_s": round(self.rows_per_s, 1), "seconds": round(self.seconds, 3),
                 "outputs": self.outputs, "backend": self.backend, "model": self.model, "mode": self.mode,
                 "cleaning": {"provenance": self.cleaning.provenance, "recorded": not self.cleaning.assumed,
-                             "recipe": self.cleaning.as_dict()}}
+                             "recipe": self.cleaning.as_dict()},
+                **({} if self.time_errors is None else {"time_errors": self.time_errors})}
 
 
 # ---------------------------------------------------------------- planning
@@ -122,7 +126,11 @@ def _plan(path: Path, settings: Settings) -> InputPlan:
     for name, flag in [(c, "--keep-columns") for c in opts.keep_columns] + \
             [(c, "--group-by") for c in opts.group_by]:
         copied.append(resolve_column(available, name, (), path=path, role="requested", flag=flag))
-    return InputPlan(path=path, format=fmt, text=text, copied=list(dict.fromkeys(copied)))
+    time = None
+    if opts.time_column:
+        time = resolve_column(available, opts.time_column, (), path=path, role="time", flag="--time-column")
+        copied.append(time)
+    return InputPlan(path=path, format=fmt, text=text, copied=list(dict.fromkeys(copied)), time=time)
 
 
 def output_path(first_input: Path, settings: Settings) -> Path:
@@ -154,13 +162,14 @@ def analyze_files(inputs: Sequence[str | Path], settings: Settings, *, predictor
     check_writable(out)
     if any(out.resolve() == p.path.resolve() for p in plans):
         raise DataError(f"output {out} is one of the inputs; pass another --out")
+    index = _index(opts)  # every index setting checked before a model loads
     if predictor is None:
         from finsight.predict import load_predictor
 
         predictor = load_predictor(None, settings)
     summary = AnalyzeSummary(backend=predictor.name, model=str(predictor.source),
                              mode=opts.mode, cleaning=predictor.cleaning)
-    groups = GroupSummary(opts.group_by) if opts.group_by else None
+    groups = GroupSummary(opts.group_by) if opts.group_by and index is None else None
     total = sum(_estimate_rows(p) for p in plans)
     started = time.perf_counter()
     with ExitStack() as stack:
@@ -178,6 +187,8 @@ def analyze_files(inputs: Sequence[str | Path], settings: Settings, *, predictor
             summary_update(summary, frame, work)
             if groups is not None:
                 groups.update(frame)
+            if index is not None:
+                index.update(frame, work.buckets)
             if on_progress:
                 on_progress(summary.rows, total)
 
@@ -185,7 +196,7 @@ def analyze_files(inputs: Sequence[str | Path], settings: Settings, *, predictor
         # it runs. CPU backends finish inside submit, so each chunk is written at once.
         overlap = str(predictor.device).startswith("cuda")
         pending = None
-        for work in _prefetch(_prepare_all(plans, predictor, settings)):
+        for work in _prefetch(_prepare_all(plans, predictor, settings, index=index)):
             submitted = (work, predictor.submit(work.encoded))
             if pending is not None:
                 emit(pending[0], pending[1]())
@@ -200,6 +211,9 @@ def analyze_files(inputs: Sequence[str | Path], settings: Settings, *, predictor
             with TableWriter(summary_file) as table:
                 table.write(groups.result())
             summary.outputs["summary"] = str(summary_file)
+        if index is not None:
+            summary.outputs.update(write_index(index, sidecar_path(out, "summary"), opts))
+            summary.time_errors = index.time_errors
         summary.outputs = {"scores": str(out), **summary.outputs}
         if sentences is not None:
             summary.outputs["sentences"] = str(sentences.path)
@@ -215,6 +229,7 @@ class _Work:
     errors: np.ndarray  # object (n,): None or a reason
     prepared: Any  # Encoded (sentence mode) or DocumentBatch (document mode)
     mode: str
+    buckets: "pd.Series | None" = None  # the index's bucket of every row (NaT: the time did not parse)
 
     @property
     def encoded(self):
@@ -230,17 +245,18 @@ def _top_words(predictor: Predictor, work: _Work, k: int) -> list[str | None]:
     return top_words_json(predictor, texts, work.errors, k=k, mode=work.mode)
 
 
-def _prepare_all(plans: Sequence[InputPlan], predictor: Predictor, settings: Settings) -> Iterator[_Work]:
+def _prepare_all(plans: Sequence[InputPlan], predictor: Predictor, settings: Settings, *,
+                 index: SentimentIndex | None = None) -> Iterator[_Work]:
     # The very first chunk is one inference batch: the first scores are written (and the
     # progress bar moves) after one batch instead of a whole chunk, while the prefetch thread
     # reads and tokenizes the rest of the chunk.
     for i, plan in enumerate(plans):
         yield from _prepare_chunks(plan, str(plan.path) if len(plans) > 1 else None, predictor, settings,
-                                   first_rows=predictor.batch_size if i == 0 else 0)
+                                   first_rows=predictor.batch_size if i == 0 else 0, index=index)
 
 
 def _prepare_chunks(plan: InputPlan, source: str | None, predictor: Predictor, settings: Settings, *,
-                    first_rows: int = 0) -> Iterator[_Work]:
+                    first_rows: int = 0, index: SentimentIndex | None = None) -> Iterator[_Work]:
     """Read, clean and tokenize; runs in the prefetch thread."""
     from finsight.data.clean import texts_to_score
     from finsight.predict.document import split_documents
@@ -251,9 +267,14 @@ def _prepare_chunks(plan: InputPlan, source: str | None, predictor: Predictor, s
                          encoding=opts.encoding or settings.data.encoding, encoding_option=ENCODING_OPTION)
     for chunk in _split_first(chunks, first_rows):
         texts, errors = texts_to_score(chunk[plan.text].tolist())
+        buckets = None
+        if index is not None and plan.time is not None:
+            buckets = index.assign(chunk[plan.time], column=plan.time)
+            errors[buckets.isna().to_numpy() & (errors == None)] = TIME_ERROR  # noqa: E711 - elementwise
         valid = [t for t, e in zip(texts, errors) if e is None]
         prepared = split_documents(predictor, valid) if opts.mode == "document" else predictor.encode(valid)
-        yield _Work(chunk=chunk, plan=plan, source=source, errors=errors, prepared=prepared, mode=opts.mode)
+        yield _Work(chunk=chunk, plan=plan, source=source, errors=errors, prepared=prepared, mode=opts.mode,
+                    buckets=buckets)
 
 
 def _split_first(chunks: Iterator["pd.DataFrame"], rows: int) -> Iterator["pd.DataFrame"]:
@@ -370,6 +391,26 @@ class GroupSummary:
         out["mean_sentiment"] = (total["sentiment_sum"] / scored).to_numpy()
         out["errors"] = total["errors"].to_numpy()
         return out
+
+
+# ---------------------------------------------------------------- the index
+
+
+def _index(opts: AnalyzeSettings) -> SentimentIndex | None:
+    if not opts.time_column:
+        return None
+    return SentimentIndex(opts.group_by, Bucketing.from_settings(opts), opts)
+
+
+def write_index(index: SentimentIndex, path: Path, opts: AnalyzeSettings) -> dict[str, str]:
+    """``<out>.summary.<ext>`` (and the plot): what analyze adds to its outputs."""
+    frame = index.result()
+    with TableWriter(path) as table:
+        table.write(frame)
+    outputs = {"summary": str(path)}
+    if opts.plot:
+        outputs["plot"] = str(plot_index(frame, Path(opts.plot), index.columns, groups=opts.plot_groups))
+    return outputs
 
 
 # ---------------------------------------------------------------- helpers

@@ -237,6 +237,34 @@ class AnalyzeSettings(Section):
     encoding: str | None = Field(None, description="text encoding of the inputs; None: data.encoding, else utf-8")
     out: Path | None = Field(None, description="output file, its format from the suffix (.csv .tsv .jsonl .parquet); None means "
         "<workdir>/analyze/<input>.scored.<ext>")
+    time_column: str | None = Field(
+        None, description="timestamp column (ISO 8601 or epoch s/ms; no offset: analyze.timezone); the "
+                          "summary becomes a time-bucketed index per group-by columns")
+    time_bucket: str = Field(
+        "1d", description="index bucket: 1d (trading days: session_close, calendar) or an intraday "
+                          "step such as 1h, 15min, labelled by its end")
+    timezone: str = Field("UTC", description="IANA zone buckets and the session close are in, e.g. America/New_York")
+    session_close: str | None = Field(
+        None, description="1d buckets: HH:MM local close; news at or after it counts for the next "
+                          "trading day; None: midnight")
+    calendar: str = Field(
+        "weekdays", description="1d buckets: trading days: weekdays, all, or a file of holiday dates "
+                                "(YYYY-MM-DD, one a line, # comments), skipped like weekends")
+    rolling: int | None = Field(
+        None, ge=1, description="index: also rolling_sentiment, over this many buckets (count-weighted)")
+    halflife: float | None = Field(
+        None, gt=0, description="index: also ewm_sentiment, exponentially weighted with this half-life in buckets")
+    fill: bool = Field(False, description="index: write buckets with no rows too (count 0), a regular series per group")
+    plot: Path | None = Field(None, description="index: also draw it to this PNG, top plot_groups groups by count")
+    plot_groups: int = Field(8, ge=1, description="index --plot: how many groups (most rows first) are drawn")
+
+    @field_validator("session_close", mode="before")
+    @classmethod
+    def _clock(cls, value: Any) -> Any:
+        # YAML 1.1 (and so --set) reads `16:00` as the sexagesimal number 960: minutes.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{value // 60:02d}:{value % 60:02d}"
+        return value
 
 
 class PipelineSettings(Section):

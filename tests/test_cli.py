@@ -261,6 +261,11 @@ def _example_inputs(cwd: Path) -> None:
     headlines.iloc[:half].to_json(cwd / "a.jsonl", orient="records", lines=True)
     headlines.iloc[half:].to_json(cwd / "b.jsonl", orient="records", lines=True)
     shutil.copy(REPO / "examples" / "filings.jsonl", cwd / "filings.jsonl")
+    shutil.copy(REPO / "examples" / "nyse-holidays-2026.txt", cwd / "nyse-holidays-2026.txt")
+    minutes = pd.to_timedelta((headlines.index * 37) % (24 * 60), unit="min")
+    stamps = pd.to_datetime(headlines["date"]) + minutes
+    headlines.assign(published_at=stamps.dt.strftime("%Y-%m-%dT%H:%M:00-05:00")).to_csv(
+        cwd / "timed-news.csv", index=False)
 
 
 def test_readme_examples_run_as_printed(cli, tmp_path):

@@ -37,6 +37,15 @@ def analyze(
     explain: Optional[int] = setting("analyze.explain", "--explain", metavar="K"),
     batch_size: Optional[int] = setting("predict.batch_size", "--batch-size"),
     device: Optional[str] = setting("predict.device", "--device"),
+    time_column: Optional[str] = setting("analyze.time_column", "--time-column"),
+    bucket: Optional[str] = setting("analyze.time_bucket", "--bucket"),
+    timezone: Optional[str] = setting("analyze.timezone", "--timezone"),
+    session_close: Optional[str] = setting("analyze.session_close", "--session-close"),
+    calendar: Optional[str] = setting("analyze.calendar", "--calendar"),
+    rolling: Optional[int] = setting("analyze.rolling", "--rolling"),
+    halflife: Optional[float] = setting("analyze.halflife", "--halflife"),
+    fill: Optional[bool] = setting("analyze.fill", "--fill/--no-fill"),
+    plot: Optional[Path] = setting("analyze.plot", "--plot"),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
     """Score every row: label, confidence, p_negative/p_neutral/p_positive, sentiment = P(pos) - P(neg)."""
@@ -47,7 +56,8 @@ def analyze(
         "analyze.text_column": text_column, "analyze.id_column": id_column,
         "analyze.keep_columns": _names(keep_columns), "analyze.group_by": _names(group_by),
         "analyze.mode": mode, "analyze.write_sentences": sentences, "analyze.explain": explain,
-        "predict.batch_size": batch_size, "predict.device": device})
+        "predict.batch_size": batch_size, "predict.device": device, **_index_flags(
+            time_column, bucket, timezone, session_close, calendar, rolling, halflife, fill, plot)})
     with _progress() as progress:
         summary = analyze_files(inputs, resolved, on_progress=progress)
     if as_json:
@@ -60,9 +70,18 @@ def analyze(
         err.print(f"[yellow]{summary.close_calls:,} of {summary.scored:,} labels lead the runner-up by "
                   f"less than {CLOSE_CALL:g} probability: the model hardly separates these classes, "
                   "so the label counts say little; see mean p and check it with finsight evaluate[/]")
+    if summary.time_errors:
+        err.print(f"[yellow]{summary.time_errors:,} rows have a time that does not parse: not scored, "
+                  "error 'unparseable time', left out of the index[/]")
     if summary.truncated and summary.mode == "sentence":
         err.print(f"[yellow]{summary.truncated:,} rows were longer than the model's max length and "
                   "were truncated; --mode document scores long texts sentence by sentence[/]")
+
+
+def _index_flags(*values) -> dict:
+    keys = ("time_column", "time_bucket", "timezone", "session_close", "calendar", "rolling", "halflife",
+            "fill", "plot")
+    return {f"analyze.{key}": value for key, value in zip(keys, values)}
 
 
 class _progress:

@@ -32,6 +32,7 @@ from finsight.serve.page import PAGE
 from finsight.serve.schemas import (
     AnalyzeResponse, BatchResponse, DetailedHealth, ErrorBody, Health, ModelInfo, PredictResponse,
     explain_request_type, request_types)
+from finsight.serve.index_api import PATH as INDEX_PATH, index_request_types, index_route
 from finsight.serve.service import Service
 
 log = logging.getLogger("finsight.serve")
@@ -188,7 +189,7 @@ def create_app(settings: Settings, predictor: Predictor, *, service: Service | N
     opts = settings.serve
     service = service or Service.build(predictor, settings)
     keys = mw.load_api_keys(opts)
-    types = request_types(opts)
+    types = {**request_types(opts), **index_request_types(opts)}
     explain_type = explain_request_type(opts)
     needs_key = lambda path: bool(keys) and not mw.is_open(path, opts.open_paths)  # noqa: E731
     tasks: list[asyncio.Task] = []  # holds the warm-up and prober tasks so they are not garbage-collected
@@ -292,7 +293,8 @@ def _routes(types: dict[str, type], needs_key: Any) -> list:
     async def page() -> str:
         return PAGE
 
-    return [predict, predict_batch, analyze, model, health, ready, health_detailed, metrics_route, page]
+    index = index_route(types["index"], responses=_responses(*SCORING_ERRORS), security=security(INDEX_PATH))
+    return [predict, predict_batch, analyze, index, model, health, ready, health_detailed, metrics_route, page]
 
 
 def max_concurrency(opts: ServeSettings) -> int:
