@@ -126,10 +126,16 @@ def fit_head(model_dir: Path, n: int) -> None:
 
 def finetune(model_dir: Path, n: int, epochs: int = 2) -> None:
     """Fine-tune the whole model on PhraseBank (AllAgree): the "fine-tuned" model of the goal."""
+    texts, target = _allagree(n)
+    train_classifier(model_dir, texts, target, epochs)
+
+
+def train_classifier(model_dir: Path, texts: list[str], labels, epochs: int) -> None:
+    """A few epochs of plain AdamW over the whole model, saved in place (benchmarks only)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    texts, target = _allagree(n)
+    target = torch.as_tensor(labels)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     optim = torch.optim.AdamW(model.parameters(), lr=8e-5)

@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from analyze_speed import LABELS, PHRASEBANK, build_minilm, export, phrasebank  # noqa: E402
+from analyze_speed import LABELS, PHRASEBANK, build_minilm, export, phrasebank, train_classifier  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ALLAGREE = PHRASEBANK.parent / "Sentences_AllAgree.txt"
@@ -63,26 +63,6 @@ def prep(root: Path) -> tuple[list[str], list[int], list[str]]:
     train = pd.read_parquet(root / "data" / "train.parquet")
     test = pd.read_parquet(root / "data" / "test.parquet")
     return train["text"].tolist(), [LABELS.index(x) for x in train["label"]], test["text"].tolist()
-
-
-def finetune(model_dir: Path, texts: list[str], labels: list[int], epochs: int) -> None:
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    optim = torch.optim.AdamW(model.parameters(), lr=8e-5)
-    target = torch.tensor(labels)
-    torch.manual_seed(0)
-    model.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(texts)).split(32):
-            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=64,
-                            return_tensors="pt")
-            model(**enc, labels=target[idx]).loss.backward()
-            optim.step()
-            optim.zero_grad()
-    model.eval().save_pretrained(model_dir)
 
 
 def serve_latency(export_dir: Path, headlines: list[str], requests: int) -> dict:
@@ -184,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = build_minilm(root / "model", None)
         started = time.perf_counter()
         n = args.train_rows or len(train_texts)
-        finetune(model_dir, train_texts[:n], train_labels[:n], args.epochs)
+        train_classifier(model_dir, train_texts[:n], train_labels[:n], args.epochs)
         log(f"fine-tuned on {n} sentences, {args.epochs} epoch(s), in {time.perf_counter() - started:.0f} s")
         int8, verdict8 = export(model_dir, "int8", root)
         fp32, verdict32 = export(model_dir, "none", root)

@@ -59,6 +59,18 @@ def load_average() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def stop_server(proc: subprocess.Popen, log) -> None:
+    """SIGTERM (a drained shutdown), SIGKILL after a minute; then close its log."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    log.close()
+
+
 class Server:
     """A server process: started, timed to ready, measured (RSS), stopped by PID with SIGTERM."""
 
@@ -96,14 +108,7 @@ class Server:
         return sum(p.memory_info().rss for p in procs) / 2**20
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._log.close()
+        stop_server(self.proc, self._log)
 
 
 async def drive(url: str, texts: list[str], *, clients: int, duration: float, max_requests: int,

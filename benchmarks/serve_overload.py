@@ -44,6 +44,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from finsight.triton.server import free_port  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_load import stop_server  # noqa: E402  (the same drained stop as the load benchmark)
+
 HEADLINES = REPO / "examples" / "headlines.csv"
 
 WRK_SCRIPT = r'''
@@ -133,14 +136,7 @@ class Server:
         sys.exit("finsight serve not ready")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        self._log.close()
+        stop_server(self.proc, self._log)
 
 
 def histogram(text: str, status: str) -> dict[float, float]:
