@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Iterator
 
-from finsight.triton.server import free_port
+from finsight.triton.server import free_port, stop_process_group
 
 START_DEADLINE_S = 90  # ~15 s on an idle 2-core box, ~30 s when it is busy
 
@@ -29,21 +28,7 @@ def healthy(url: str) -> bool:
 
 def stop(proc: subprocess.Popen) -> None:
     """SIGTERM the server's process group (the CLI plus its uvicorn child), SIGKILL if it lingers."""
-    for sig, wait_s in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        if proc.poll() is not None:
-            break
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-    try:  # the group may outlive its leader
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    stop_process_group(proc, term_wait_s=10, kill_wait_s=10)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -103,12 +102,9 @@ def running(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> Itera
     try:
         yield proc
     finally:
-        for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
-            if proc.poll() is not None:
-                break
-            os.killpg(proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(wait_s)
+        from finsight.triton.server import stop_process_group
+
+        stop_process_group(proc, term_wait_s=20)
 
 
 def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 240) -> None:

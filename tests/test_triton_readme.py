@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import subprocess
 import time
 import urllib.request
@@ -24,7 +23,7 @@ import pytest
 from predict_helpers import make_onnx_export
 
 from finsight.config import load_settings
-from finsight.triton.server import BUNDLE_PACKAGE, default_server_env, free_port, server_ready
+from finsight.triton.server import BUNDLE_PACKAGE, default_server_env, free_port, server_ready, stop_process_group
 
 START_S = 180  # the python stubs of three models start on 2 busy cores
 
@@ -93,14 +92,7 @@ def served_as_printed(repo: Path, env_dir: Path, log: Path) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
-            if proc.poll() is not None:
-                break
-            os.killpg(proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(wait_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the python stubs may outlive the server
+        stop_process_group(proc, term_wait_s=20)  # the python stubs may outlive the server
 
 
 def check_serves_every_model(repo: Path, url: str) -> None:

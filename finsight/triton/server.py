@@ -173,17 +173,8 @@ class TritonServer:
 
     def stop(self) -> None:
         """SIGTERM the server's process group (server and python stubs), SIGKILL if it lingers."""
-        proc = self.process
-        if proc is not None:
-            for sig, wait_s in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 5)):
-                if proc.poll() is not None:
-                    break
-                _killpg(proc.pid, sig)
-                try:
-                    proc.wait(wait_s)
-                except subprocess.TimeoutExpired:
-                    continue
-            _killpg(proc.pid, signal.SIGKILL)  # stubs may outlive the server
+        if self.process is not None:
+            stop_process_group(self.process, term_wait_s=STOP_TIMEOUT_S)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
@@ -254,6 +245,21 @@ def server_ready(http_url: str, timeout_s: float = 2.0) -> bool:
             return response.status == 200
     except (OSError, urllib.error.URLError):
         return False
+
+
+def stop_process_group(proc: subprocess.Popen, *, term_wait_s: float, kill_wait_s: float = 5) -> None:
+    """SIGTERM the process group ``proc`` leads (a server started with ``start_new_session``),
+    SIGKILL if it lingers, then SIGKILL the group once more: children (Triton's python stubs,
+    uvicorn's workers) may outlive their leader."""
+    for sig, wait_s in ((signal.SIGTERM, term_wait_s), (signal.SIGKILL, kill_wait_s)):
+        if proc.poll() is not None:
+            break
+        _killpg(proc.pid, sig)
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+    _killpg(proc.pid, signal.SIGKILL)
 
 
 def _killpg(pid: int, sig: int) -> None:
